@@ -1,0 +1,68 @@
+"""REINFORCE: the score-function gradient, Rao-Blackwellised, with optional baselines.
+
+`grad E[k(x)] = E[grad k(x) + (k(x) - b) grad log q(x)]`. Only terms that depend on the site
+(downstream in the program's dataflow) receive the score `grad log q`, and under a plate or a
+particle axis each element only the entries of the terms aligned with it (see `_analysis.py`).
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import jax
+import jax.numpy as jnp
+
+from genvi._site import LocalEstimator, Outcome, SiteCall, magic_box
+from genvi._sitedist import SiteDist
+
+from ._baselines import Baseline, as_baseline
+
+
+class Reinforce(LocalEstimator):
+    """Score-function gradient (use `REINFORCE` or `REINFORCE(baseline=...)`).
+
+    **Arguments:**
+
+    - `baseline`: `None`, `"loo"` (leave-one-out across the first element axis), `"mean"`
+      (running mean across steps; keeps state), a [`Baseline`][] or a callable
+      `fn(*program_args)` (a learned baseline).
+    """
+
+    baseline: Baseline | None = None
+
+    def __init__(self, baseline: Any = None):
+        self.baseline = as_baseline(baseline)
+
+    def __call__(self, baseline: Any = None) -> "Reinforce":
+        return Reinforce(baseline)
+
+    @property
+    def stateful(self) -> bool:  # type: ignore[override]
+        return self.baseline is not None and self.baseline.stateful
+
+    def init_state(self) -> Any:
+        return self.baseline.init_state() if self.baseline is not None else None
+
+    def draw(self, key: jax.Array, dist: SiteDist) -> tuple[jax.Array, jax.Array]:
+        x = jax.lax.stop_gradient(dist.sample(key))
+        return x, dist.log_prob(x)
+
+    def adjust(self, call: SiteCall, outcome: Outcome, logq: jax.Array) -> Outcome:
+        dependent = call.dependent(outcome)
+        terms = dict(outcome.terms)
+        for key in dependent:
+            value, surrogate = terms[key]
+            terms[key] = (value, surrogate * magic_box(call.to_term(logq, key, jnp.shape(value))))
+        outcome = Outcome(terms, outcome.states)
+        if self.baseline is None:
+            return outcome
+        cost = jax.lax.stop_gradient(call.cost(outcome))
+        b, state, train = self.baseline.compute(call, outcome, cost, call.state)
+        correction = jax.lax.stop_gradient(b) * (1.0 - magic_box(logq))
+        if train is not None:
+            correction = correction + train
+        outcome = call.add_term(outcome, "baseline", jnp.zeros(call.element_shape), correction)
+        return call.with_state(outcome, state) if self.baseline.stateful else outcome
+
+
+REINFORCE = Reinforce()

@@ -1,0 +1,263 @@
+"""Site handlers: what `sample(addr, dist)` does under each generative-function method.
+
+A handler is created for one run of a generative function body and records the run's choices and
+site log densities. It is active only while that body executes in Python (a stack local to this
+module); combinators (`genvi.vmap`, `genvi.scan`) never let a handler cross a JAX transformation:
+they give each mapped element a fresh handler built from a per-element *state* (a key, a sub
+choice map) and return its records as ordinary outputs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpyro.distributions as nd
+
+from ._choicemap import ChoiceMap, join
+from ._errors import AddressError, GenviError, ShapeError
+from ._primitive import SiteSpec, sample_p
+
+_ACTIVE: list["Handler"] = []
+_NONCES: list[jax.Array] = []
+
+
+@contextlib.contextmanager
+def active(handler: "Handler") -> Iterator["Handler"]:
+    """Make `handler` the one `sample` talks to while the body runs."""
+    _ACTIVE.append(handler)
+    try:
+        yield handler
+    finally:
+        _ACTIVE.pop()
+
+
+def current() -> "Handler":
+    """The handler of the innermost running generative function."""
+    if not _ACTIVE:
+        raise GenviError(
+            "sample() was called outside a running generative function; decorate the function "
+            "with @genvi.gen and call one of its methods (simulate, log_density, sim, ...)"
+        )
+    return _ACTIVE[-1]
+
+
+@contextlib.contextmanager
+def nonce(value: jax.Array) -> Iterator[None]:
+    """Register the per-element index of an enclosing `genvi.vmap` (see `_primitive`)."""
+    _NONCES.append(value)
+    try:
+        yield
+    finally:
+        _NONCES.pop()
+
+
+class Handler:
+    """Base handler: records choices and log densities, and checks addresses."""
+
+    def __init__(self, state: Any = None, where: str = "") -> None:
+        self.where = where  # the full address of this run inside the outermost one
+        self.choices: dict[str, Any] = {}
+        self.logps: dict[str, Any] = {}
+        self.plates: dict[str, tuple[str | None, ...]] = {}
+        self.scored: set[str] = set()  # sites whose density counts as a weight (observed, constrained)
+
+    # --- what subclasses define -------------------------------------------------------------
+    def value(self, addr: str, dist: nd.Distribution, estimator: Any) -> Any:
+        """The value of latent site `addr`."""
+        raise NotImplementedError
+
+    def spawn(self, state: Any, where: str) -> "Handler":
+        """A fresh handler of the same kind for a nested run with input `state`."""
+        return type(self)(state, where)
+
+    def child_state(self, addr: str) -> Any:
+        """The input of a nested call at `addr`."""
+        return None
+
+    def split_state(self, size: int, where: str) -> Any:
+        """`size` independent inputs, stacked on a leading axis, for a vmap or scan."""
+        return None
+
+    def observed(self, addr: str, dist: nd.Distribution, obs: Any) -> Any:
+        return obs
+
+    # --- shared machinery --------------------------------------------------------------------
+    def site(self, addr: str, dist: nd.Distribution, obs: Any, estimator: Any) -> Any:
+        self._claim(addr)
+        if obs is not None:
+            obs = _check_obs(addr, dist, obs)
+            value = self.observed(addr, dist, obs)
+            self.scored.add(addr)
+        else:
+            value = self.value(addr, dist, estimator)
+            self.choices[addr] = value
+        self.logps[addr] = jnp.sum(dist.log_prob(value))
+        self.plates[addr] = ()
+        return value
+
+    def call(self, addr: str, gf: Any, args: tuple) -> Any:
+        self._claim(addr)
+        child = self.spawn(self.child_state(addr), join(self.where, addr))
+        retval = gf._run(child, args)
+        self.absorb(child, prefix=addr)
+        return retval
+
+    def absorb(self, child: "Handler", prefix: str = "", records: tuple | None = None,
+               plate: tuple[str | None, ...] = ()) -> None:
+        """Copy a finished child's records under `prefix` (records override the child's own,
+        for mapped children whose arrays came back stacked)."""
+        choices, logps = records if records is not None else (child.choices, child.logps)
+        for addr in _flat_keys(child.logps):
+            full = join(prefix, addr)
+            if prefix == "":
+                self._claim(full)
+            self.plates[full] = plate + child.plates[addr]
+        self.scored |= {join(prefix, a) for a in child.scored}
+        if prefix:
+            if choices:
+                self.choices[prefix] = choices
+            self.logps[prefix] = logps
+        else:
+            self.choices.update(choices)
+            self.logps.update(logps)
+
+    def _claim(self, addr: str) -> None:
+        if addr in self.logps or addr in self.choices:
+            raise AddressError(
+                f"address {addr!r} is used twice in one run; every sample site and nested call "
+                "needs its own address"
+            )
+        if "/" in addr or not addr:
+            raise AddressError(f"address {addr!r}: addresses are non-empty and contain no '/'")
+
+    def records(self) -> tuple[dict, dict]:
+        return self.choices, self.logps
+
+
+def _flat_keys(tree: dict, prefix: str = "") -> list[str]:
+    out = []
+    for key, value in tree.items():
+        full = join(prefix, key)
+        out.extend(_flat_keys(value, full) if isinstance(value, dict) else [full])
+    return out
+
+
+def _check_obs(addr: str, dist: nd.Distribution, obs: Any) -> jax.Array:
+    obs = jnp.asarray(obs)
+    expected = tuple(dist.batch_shape) + tuple(dist.event_shape)
+    if obs.shape != expected:
+        raise ShapeError(
+            f"site {addr!r}: observation has shape {obs.shape} but the distribution "
+            f"{type(dist).__name__} has batch shape {tuple(dist.batch_shape)} and event shape "
+            f"{tuple(dist.event_shape)}, so it expects {expected}; reshape the data or use "
+            "genvi.vmap / .to_event so the shapes agree"
+        )
+    return obs
+
+
+# --- the four handlers ------------------------------------------------------------------------
+
+
+class Simulate(Handler):
+    """`simulate`: draw every latent site from its distribution."""
+
+    def __init__(self, key: jax.Array | None = None, where: str = ""):
+        super().__init__(key, where)
+        self.key = key
+
+    def _next(self) -> jax.Array:
+        self.key, sub = jax.random.split(self.key)
+        return sub
+
+    def value(self, addr, dist, estimator):
+        return dist.sample(self._next())
+
+    def child_state(self, addr):
+        return self._next()
+
+    def split_state(self, size, where):
+        return jax.random.split(self._next(), size)
+
+
+class Score(Handler):
+    """`log_density` / `assess`: read every latent site from a choice map."""
+
+    def __init__(self, choices: ChoiceMap | None = None, where: str = ""):
+        super().__init__(choices, where)
+        self.given = choices if choices is not None else ChoiceMap()
+
+    def value(self, addr, dist, estimator):
+        if addr not in self.given:
+            known = [join(self.where, a) for a in self.given.addresses()]
+            raise AddressError(
+                f"site {join(self.where, addr)!r} needs a value but the choices have none; "
+                f"given addresses: {sorted(known)}"
+            )
+        value = jnp.asarray(self.given[addr])
+        expected = tuple(dist.batch_shape) + tuple(dist.event_shape)
+        if value.shape != expected:
+            raise ShapeError(
+                f"site {join(self.where, addr)!r}: the choice has shape {value.shape}, the "
+                f"distribution expects {expected}"
+            )
+        return value
+
+    def child_state(self, addr):
+        return self.given.get_submap(addr)
+
+    def split_state(self, size, where):
+        for addr, leaf in self.given.flat().items():
+            if jnp.ndim(leaf) == 0 or jnp.shape(leaf)[0] != size:
+                raise ShapeError(
+                    f"site {join(self.where, addr)!r} sits inside {where} of size {size}, so its "
+                    f"choice needs a leading axis of that size; got shape {jnp.shape(leaf)}"
+                )
+        return self.given
+
+    def check_all_used(self) -> None:
+        extra = sorted(set(self.given.addresses()) - set(_flat_keys(self.choices)))
+        if extra:
+            raise AddressError(
+                f"the choices have addresses the program never samples: {extra}; the program's "
+                f"latent sites are {sorted(_flat_keys(self.choices))}"
+            )
+
+
+class Importance(Handler):
+    """`importance`: read constrained sites from a choice map, draw the others."""
+
+    def __init__(self, state: tuple | None = None, where: str = ""):
+        super().__init__(state, where)
+        self.key, constraints = state if state is not None else (None, None)
+        self.constraints = constraints if constraints is not None else ChoiceMap()
+
+    def _next(self) -> jax.Array:
+        self.key, sub = jax.random.split(self.key)
+        return sub
+
+    def value(self, addr, dist, estimator):
+        if addr in self.constraints:
+            self.scored.add(addr)
+            return jnp.asarray(self.constraints[addr])
+        return dist.sample(self._next())
+
+    def child_state(self, addr):
+        return (self._next(), self.constraints.get_submap(addr))
+
+    def split_state(self, size, where):
+        return (jax.random.split(self._next(), size), self.constraints)
+
+
+class Sim(Handler):
+    """`sim` inside an @expectation program: leave a `sample_p` for the transformation."""
+
+    def value(self, addr, dist, estimator):
+        leaves, treedef = jax.tree.flatten(dist)
+        aval = jax.eval_shape(lambda ls: jax.tree.unflatten(treedef, ls).sample(jax.random.PRNGKey(0)), leaves)
+        spec = SiteSpec(address=join(self.where, addr), treedef=treedef, n_leaves=len(leaves), estimator=estimator,
+                        levels=(), aval=jax.ShapeDtypeStruct(aval.shape, aval.dtype))
+        return sample_p.bind(*leaves, *_NONCES, site=spec)

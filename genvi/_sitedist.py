@@ -1,0 +1,88 @@
+"""SiteDist: the distribution of a (possibly vmapped) sample site, as estimators see it.
+
+A site inside `genvi.vmap` holds one NumPyro distribution per mapped element. Rather than
+rebuilding a batched distribution (NumPyro keeps batch shapes as static metadata, so stacked
+leaves would not update them), every operation is mapped over the vmap levels with `jax.vmap`.
+The *element shape* of a site is `level sizes + batch_shape`: one independent element per entry,
+which is what `log_prob` returns and what estimators align with the program's terms.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpyro.distributions as nd
+
+from ._primitive import SiteSpec
+
+
+def placeholder(spec: SiteSpec) -> nd.Distribution:
+    """A distribution object with the site's type and shapes but no values, for static checks."""
+    return jax.tree.unflatten(spec.treedef, [None] * spec.n_leaves)
+
+
+class SiteDist:
+    """The distribution of one site with `levels` of vmapped independent copies."""
+
+    def __init__(self, spec: SiteSpec, leaves: list[Any]):
+        self.spec = spec
+        self.leaves = list(leaves)
+        self.levels = spec.levels
+        self.level_shape = tuple(size for size, _ in spec.levels)
+        static = placeholder(spec)
+        self.batch_shape = tuple(static.batch_shape)
+        self.event_shape = tuple(static.event_shape)
+        self.element_shape = self.level_shape + self.batch_shape
+        self.shape = self.element_shape + self.event_shape
+        self.type = type(static)
+
+    @property
+    def size(self) -> int:
+        """The number of independent elements."""
+        return math.prod(self.element_shape)
+
+    def map(self, fn: Callable[..., Any], *arrays: Any) -> Any:
+        """Apply `fn(dist, *arrays)` per mapped element; `arrays` carry the level axes in front."""
+        return _map(self.spec, self.levels, self.leaves, arrays, fn)
+
+    def element0(self) -> nd.Distribution:
+        """The distribution of the first mapped element (for supports and static attributes)."""
+        leaves = list(self.leaves)
+        for _, flags in self.levels:
+            leaves = [leaf[0] if flag else leaf for leaf, flag in zip(leaves, flags)]
+        return jax.tree.unflatten(self.spec.treedef, leaves)
+
+    def _keys(self, key: jax.Array) -> jax.Array:
+        if not self.levels:
+            return key
+        keys = jax.random.split(key, math.prod(self.level_shape))
+        return keys.reshape(self.level_shape + keys.shape[1:])
+
+    def sample(self, key: jax.Array) -> jax.Array:
+        return self.map(lambda d, k: d.sample(k), self._keys(key))
+
+    def rsample(self, key: jax.Array) -> jax.Array:
+        return self.map(lambda d, k: d.rsample(k), self._keys(key))
+
+    def log_prob(self, x: jax.Array) -> jax.Array:
+        """Element-shaped log density of `x` (shape `self.shape`)."""
+        return self.map(lambda d, v: d.log_prob(v), x)
+
+    def support(self) -> jax.Array:
+        """All values of a finite support, each broadcast to the site's shape: `[K, *shape]`."""
+        values = self.element0().enumerate_support(expand=False)
+        return jax.vmap(lambda v: jnp.broadcast_to(v, self.shape))(values)
+
+
+def _map(spec, levels, leaves, arrays, fn):
+    if not levels:
+        return fn(jax.tree.unflatten(spec.treedef, leaves), *arrays)
+    (size, flags), rest = levels[0], levels[1:]
+    axes = [0 if flag else None for flag in flags]
+    return jax.vmap(
+        lambda lv, *ar: _map(spec, rest, lv, ar, fn), in_axes=(axes, *([0] * len(arrays))), axis_size=size
+    )(leaves, *arrays)

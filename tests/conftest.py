@@ -1,0 +1,45 @@
+"""Shared test set-up: fixed keys, warnings as errors, and the Monte Carlo assertion."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+# Implicit rank promotion hides shape bugs: refuse it. (Strict *dtype* promotion cannot be turned
+# on: NumPyro's own distributions mix bool and int arrays.)
+jax.config.update("jax_numpy_rank_promotion", "raise")
+
+
+@pytest.fixture
+def key() -> jax.Array:
+    return jax.random.PRNGKey(0)
+
+
+def tree_allclose(a, b, rtol: float = 1e-5, atol: float = 1e-6) -> bool:
+    """Whether two pytrees have the same structure and close leaves."""
+    la, ta = jax.tree.flatten(a)
+    lb, tb = jax.tree.flatten(b)
+    return ta == tb and all(np.allclose(x, y, rtol=rtol, atol=atol) for x, y in zip(la, lb))
+
+
+def assert_unbiased(samples, exact, sigmas: float = 5.0, min_draws: int = 10_000) -> None:
+    """Each leaf's sample mean lies within `sigmas` standard errors (from the samples) of exact.
+
+    The standard error is floored at 1e-6 relative so zero-variance estimators (ENUM) are held
+    to float precision instead of dividing by zero.
+    """
+    for s, e in zip(jax.tree.leaves(samples), jax.tree.leaves(exact)):
+        s = np.asarray(s, dtype=np.float64)
+        assert s.shape[0] >= min_draws, f"only {s.shape[0]} draws"
+        mean = s.mean(0)
+        se = s.std(0) / np.sqrt(s.shape[0])
+        tol = sigmas * se + 1e-5 * (1 + np.abs(np.asarray(e)))
+        err = np.abs(mean - np.asarray(e))
+        assert np.all(err <= tol), f"mean {mean} vs exact {np.asarray(e)}: error {err} > {tol} (se {se})"
+
+
+def draws(fn, key: jax.Array, n: int):
+    """`n` independent evaluations of `fn(key)`, vmapped and jitted."""
+    return jax.jit(jax.vmap(fn))(jax.random.split(key, n))
