@@ -111,11 +111,11 @@ class Handler:
         """Copy a finished child's records under `prefix` (records override the child's own,
         for mapped children whose arrays came back stacked)."""
         choices, logps = records if records is not None else (child.choices, child.logps)
+        if prefix == "":
+            for addr in child.logps:
+                self._claim(addr)
         for addr in _flat_keys(child.logps):
-            full = join(prefix, addr)
-            if prefix == "":
-                self._claim(full)
-            self.plates[full] = plate + child.plates[addr]
+            self.plates[join(prefix, addr)] = plate + child.plates[addr]
         self.scored |= {join(prefix, a) for a in child.scored}
         if prefix:
             if choices:

@@ -160,7 +160,7 @@ class Builder:
                         estimator=self.resolve(spec))
             self.nodes.append(node)
             return node.outs
-        subs = jcore.jaxprs_in_params(eqn.params)
+        subs = list(jcore.jaxprs_in_params(eqn.params))
         if not any(has_sites(s) for s in subs):
             node = Node("prim", ins, self._fresh(eqn), prim=prim, params=dict(eqn.params))
             self.nodes.append(node)

@@ -1,0 +1,1 @@
+"""Built-in model families, each in its own sub-package (`genvi.models.vae`, ...)."""
