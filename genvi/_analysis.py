@@ -213,7 +213,7 @@ floor ge gt igamma igamma_grad_a igammac imag integer_pow is_finite le lgamma lo
 lt max min mul ne neg nextafter not or polygamma population_count pow random_gamma_grad real
 reduce_precision regularized_incomplete_beta rem round rsqrt select_n shift_left
 shift_right_arithmetic shift_right_logical sign sin sinh sqrt square stop_gradient sub tan tanh
-xor zeta
+xor zeta genvi_tag
 """.split()
 
 RULES: dict[str, Rule] = {name: _elementwise for name in _ELEMENTWISE}
@@ -346,7 +346,7 @@ class Analysis:
             return self._decompose(ins[0], factors) + self._decompose(ins[1], factors + [("neg", None)])
         if name == "neg":
             return self._decompose(ins[0], factors + [("neg", None)])
-        if name == "reduce_sum" or (name in ("reshape", "squeeze", "transpose", "copy", "copy_p")
+        if name == "reduce_sum" or (name in ("reshape", "squeeze", "transpose", "copy", "copy_p", "genvi_tag")
                                     and len(ins) == 1):
             return self._decompose(ins[0], factors)
         if name == "convert_element_type" and floating and jnp.issubdtype(_dtype(ins[0]), jnp.floating):

@@ -13,7 +13,7 @@ from typing import Any
 import equinox as eqx
 import jax
 
-from . import _adev
+from . import _adev, _plates
 from ._errors import ConfigError, EstimatorError
 from ._site import Estimator
 
@@ -60,17 +60,17 @@ class Expectation(eqx.Module):
         return _adev.stateful_sites(self.fn, args, dict(self.overrides))
 
     def estimate(self, key: jax.Array | int, *args: Any, state: dict | None = None) -> Any:
-        value, new_state = _estimate(self, _key(key), args, state)
+        value, new_state = _compiled(_estimate)(self, _key(key), args, state)
         return value if state is None else (value, new_state)
 
     def grad_estimate(self, key: jax.Array | int, *args: Any, argnums: int | tuple[int, ...] = 0,
                       state: dict | None = None) -> Any:
-        (_, grads), new_state = _value_and_grad(self, _key(key), args, argnums, state)
+        (_, grads), new_state = _compiled(_value_and_grad)(self, _key(key), args, argnums, state)
         return grads if state is None else (grads, new_state)
 
     def value_and_grad_estimate(self, key: jax.Array | int, *args: Any,
                                 argnums: int | tuple[int, ...] = 0, state: dict | None = None) -> Any:
-        result, new_state = _value_and_grad(self, _key(key), args, argnums, state)
+        result, new_state = _compiled(_value_and_grad)(self, _key(key), args, argnums, state)
         return result if state is None else (result, new_state)
 
     def _evaluate(self, key: jax.Array, args: tuple, state: dict | None):
@@ -86,13 +86,18 @@ class Expectation(eqx.Module):
         return value, surrogate, new_state
 
 
-@eqx.filter_jit
+def _compiled(fn: Callable) -> Callable:
+    """`fn` compiled with `eqx.filter_jit`, unless a plate-subsampling context is active: its
+    scale factors are trace-time constants that the jit cache cannot see, so it is traced afresh
+    (inside `fit`, which compiles the whole step anyway)."""
+    return fn if _plates.active() else _JITTED[fn]
+
+
 def _estimate(ex: Expectation, key, args, state):
     value, _, new_state = ex._evaluate(key, args, state)
     return value, new_state
 
 
-@eqx.filter_jit
 def _value_and_grad(ex: Expectation, key, args, argnums, state):
     nums = (argnums,) if isinstance(argnums, int) else tuple(argnums)
     for n in nums:
@@ -112,6 +117,9 @@ def _value_and_grad(ex: Expectation, key, args, argnums, state):
     (_, (value, new_state)), grads = jax.value_and_grad(surrogate, has_aux=True)(diff)
     grads = grads[0] if isinstance(argnums, int) else grads
     return (value, grads), new_state
+
+
+_JITTED = {_estimate: eqx.filter_jit(_estimate), _value_and_grad: eqx.filter_jit(_value_and_grad)}
 
 
 def expectation(fn: Callable | None = None, *, estimators: Mapping[str, Estimator] | None = None,

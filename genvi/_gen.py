@@ -28,6 +28,7 @@ import numpyro.distributions as nd
 from . import _handlers as H
 from ._choicemap import ChoiceMap
 from ._errors import AddressError, GenviError
+from ._tfp import TFPDistribution, is_tfp_distribution
 from ._trace import Trace
 
 
@@ -50,6 +51,8 @@ def sample(addr: str, dist: Any, obs: Any = None, *, estimator: Any = None) -> A
         if obs is not None or estimator is not None:
             raise GenviError(f"site {addr!r}: a nested generative-function call takes no obs= or estimator=")
         return handler.call(addr, dist.gf, dist.args)
+    if is_tfp_distribution(dist):
+        dist = TFPDistribution(dist)
     if not isinstance(dist, nd.Distribution):
         raise GenviError(
             f"site {addr!r}: expected a numpyro distribution or a generative-function call "

@@ -19,7 +19,7 @@ import numpyro.distributions as nd
 
 from ._choicemap import ChoiceMap, join
 from ._errors import AddressError, GenviError, ShapeError
-from ._primitive import SiteSpec, sample_p
+from ._primitive import SiteSpec, sample_p, tag
 
 _ACTIVE: list["Handler"] = []
 _NONCES: list[jax.Array] = []
@@ -86,7 +86,8 @@ class Handler:
         return obs
 
     # --- shared machinery --------------------------------------------------------------------
-    def site(self, addr: str, dist: nd.Distribution, obs: Any, estimator: Any) -> Any:
+    def site(self, addr: str, dist: nd.Distribution, obs: Any, estimator: Any, scale: float = 1.0) -> Any:
+        """Handle one site; `scale` multiplies its log density (a subsampled NumPyro plate)."""
         self._claim(addr)
         if obs is not None:
             obs = _check_obs(addr, dist, obs)
@@ -95,7 +96,7 @@ class Handler:
         else:
             value = self.value(addr, dist, estimator)
             self.choices[addr] = value
-        self.logps[addr] = jnp.sum(dist.log_prob(value))
+        self.logps[addr] = tag(jnp.sum(dist.log_prob(value)) * scale, join(self.where, addr))
         self.plates[addr] = ()
         return value
 
@@ -261,3 +262,11 @@ class Sim(Handler):
         spec = SiteSpec(address=join(self.where, addr), treedef=treedef, n_leaves=len(leaves), estimator=estimator,
                         levels=(), aval=jax.ShapeDtypeStruct(aval.shape, aval.dtype))
         return sample_p.bind(*leaves, *_NONCES, site=spec)
+
+
+class Predict(Importance):
+    """Posterior predictive: constrained sites from the guide, every other site (observed ones
+    included) drawn afresh."""
+
+    def site(self, addr, dist, obs, estimator, scale=1.0):
+        return super().site(addr, dist, None, estimator, scale)

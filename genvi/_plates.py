@@ -37,6 +37,11 @@ def subsampling(full: int, batch: int) -> Iterator[_Subsample]:
         _STACK.pop()
 
 
+def active() -> bool:
+    """Whether a subsampling context is active (trace-time information a jit cache cannot see)."""
+    return bool(_STACK)
+
+
 def scale(plate: str | None, declared: int | None, actual: int) -> float:
     """The factor for a plate element's log density: full size over the size traced."""
     if declared is not None:

@@ -86,3 +86,43 @@ sample_p.def_impl(_outside)
 batching.primitive_batchers[sample_p] = _batch
 ad.primitive_jvps[sample_p] = _no_jvp
 mlir.register_lowering(sample_p, _outside)
+
+
+# --- tag_p: an identity that names a site's log density --------------------------------------
+#
+# Handlers wrap every site's log density in `tag(value, address)`. It compiles to nothing; its
+# only use is diagnosis: when `fit` meets a non-finite loss it re-runs the failing step eagerly
+# under `probing()`, and the first tagged value that is not finite names the site at fault.
+
+tag_p = Primitive("genvi_tag")
+_PROBE: list[list[str]] = []
+
+
+def tag(value: jax.Array, address: str) -> jax.Array:
+    """Mark `value` as the log density of site `address` (an identity)."""
+    return tag_p.bind(value, address=address)
+
+
+def _tag_impl(value, *, address):
+    if _PROBE and not _PROBE[-1]:
+        if not bool(jnp.all(jnp.isfinite(value))):
+            _PROBE[-1].append(address)
+    return value
+
+
+class probing:
+    """Context: eager evaluation records the first site whose tagged log density is not finite."""
+
+    def __enter__(self) -> list[str]:
+        _PROBE.append([])
+        return _PROBE[-1]
+
+    def __exit__(self, *exc) -> None:
+        _PROBE.pop()
+
+
+tag_p.def_impl(_tag_impl)
+tag_p.def_abstract_eval(lambda value, *, address: jax.core.ShapedArray(value.shape, value.dtype))
+batching.primitive_batchers[tag_p] = lambda args, dims, *, address: (tag(args[0], address), dims[0])
+ad.deflinear2(tag_p, lambda ct, value, *, address: [ct])
+mlir.register_lowering(tag_p, lambda ctx, value, *, address: [value])
