@@ -49,6 +49,43 @@ class FitResult:
     interrupted: bool = False
 
 
+class FitContext(NamedTuple):
+    """What a [`Strategy`][] sees between chunks."""
+
+    objective: Expectation
+    data: tuple
+    batch_size: int | None
+    key: jax.Array  # fresh for this update (derived from fit's key and the step)
+    optimizer: optax.GradientTransformation
+
+    def grad(self, params: Any, key: jax.Array | None = None) -> Any:
+        """An unbiased estimate of the objective's gradient at `params` on a random minibatch
+        (scaled by N/B, as in training); `None` for non-trainable leaves."""
+        key = self.key if key is None else key
+        n = _data_size(self.data)
+        k_batch, k_est = jax.random.split(key)
+        if self.batch_size is None:
+            return self.objective.grad_estimate(k_est, params, *self.data)
+        index = jax.random.permutation(k_batch, n)[: self.batch_size]
+        batch = jax.tree.map(lambda d: d[index], self.data)
+        with _plates.subsampling(n, self.batch_size):
+            return self.objective.grad_estimate(k_est, params, *batch)
+
+
+class Strategy(eqx.Module):
+    """A training strategy run by `fit` every `every` steps, between compiled chunks: it may
+    replace the parameters and optimiser state (pruning and regrowing a sparse support, say).
+
+    Subclasses define `every` and `update(step, params, opt_state, context) -> (params, opt_state)`;
+    `update` must be deterministic given its arguments, so resumed runs stay bit-identical.
+    """
+
+    every: eqx.AbstractVar[int]
+
+    def update(self, step: int, params: Any, opt_state: Any, context: FitContext) -> tuple[Any, Any]:
+        raise NotImplementedError
+
+
 class _Carry(NamedTuple):
     params: Any
     opt_state: Any
@@ -177,7 +214,8 @@ def fit(objective: Expectation, params: Any, *data: Any, optimizer: optax.Gradie
         num_steps: int, key: jax.Array | int, batch_size: int | None = None, progress: bool = True,
         callbacks: Sequence[Callable[[int, Any, np.ndarray], bool | None]] = (),
         checkpoint: str | os.PathLike | None = None, checkpoint_every: int | None = None,
-        resume: bool = False, on_nonfinite: str = "raise", chunk_size: int | None = None) -> FitResult:
+        resume: bool = False, on_nonfinite: str = "raise", chunk_size: int | None = None,
+        strategy: Strategy | None = None) -> FitResult:
     """Maximise `objective(params, *data)` by stochastic gradient ascent.
 
     **Arguments:**
@@ -200,6 +238,8 @@ def fit(objective: Expectation, params: Any, *data: Any, optimizer: optax.Gradie
       parameter gradient) that became NaN/inf, keeping the last finite parameters in `err.params`;
       `"skip"` skips such updates and counts them.
     - `chunk_size`: steps per compiled chunk (default: up to 100).
+    - `strategy`: a [`Strategy`][] run every `strategy.every` steps between chunks (e.g. SSVI's
+      prune-and-regrow), which may replace parameters and optimiser state.
 
     **Returns:** a [`FitResult`][].
     """
@@ -212,8 +252,9 @@ def fit(objective: Expectation, params: Any, *data: Any, optimizer: optax.Gradie
     key = jax.random.PRNGKey(key) if isinstance(key, int) else key
     dynamic, static = eqx.partition(params, eqx.is_inexact_array)
     chunk = chunk_size or min(num_steps, 100)
-    if checkpoint_every is not None:
-        chunk = math.gcd(chunk, checkpoint_every)
+    for every in (checkpoint_every, strategy.every if strategy is not None else None):
+        if every is not None:
+            chunk = math.gcd(chunk, every)
     path = pathlib.Path(checkpoint) if checkpoint is not None else None
     if path is not None and path.exists() and not resume:
         raise FitError(f"checkpoint {str(path)!r} already exists; pass resume=True to continue from it, "
@@ -242,6 +283,11 @@ def fit(objective: Expectation, params: Any, *data: Any, optimizer: optax.Gradie
             step = int(carry.step)
             if int(carry.bad) >= 0:
                 raise _nonfinite(objective, optimizer, static, batch_size, n, carry, data)
+            if strategy is not None and step < num_steps and step // strategy.every > previous // strategy.every:
+                context = FitContext(objective, data, batch_size, jax.random.fold_in(key, step), optimizer)
+                new_params, opt_state = strategy.update(step, eqx.combine(carry.params, static), carry.opt_state, context)
+                carry = carry._replace(params=jax.tree.map(_strong, eqx.filter(new_params, eqx.is_inexact_array)),
+                                       opt_state=jax.tree.map(_strong, opt_state))
             last = float(history[-1][-1]) if len(history[-1]) else float("nan")
             bar.update(step, last)
             if path is not None and (step >= num_steps or (checkpoint_every and step // checkpoint_every > previous // checkpoint_every)):

@@ -200,3 +200,20 @@ def test_progress_log_lines_without_a_terminal(capsys):
     vi.fit(regression, (jnp.array(0.0), None), DATA, num_steps=100, key=0, chunk_size=10)
     err = capsys.readouterr().err
     assert "genvi.fit: step 100/100" in err and err.count("genvi.fit: step") <= 11
+
+
+def test_strategy_runs_between_chunks_and_may_replace_params():
+    class Reset(vi.Strategy):
+        every: int = 50
+
+        def update(self, step, params, opt_state, context):
+            grads = context.grad(params)
+            assert np.isfinite(grads[0])
+            return (params[0] * 0.0, params[1]), opt_state
+
+    calls = []
+    res = vi.fit(regression, (jnp.array(0.0), None), DATA, optimizer=optax.adam(0.1), num_steps=120, key=0,
+                 strategy=Reset(), progress=False, callbacks=[lambda s, p, l: calls.append((s, float(p[0])))])
+    # chunks of gcd(100, 50) = 50 steps; the strategy zeroes w at steps 50 and 100, not at the end
+    assert [c[0] for c in calls] == [50, 100, 120]
+    assert calls[0][1] == 0.0 and calls[1][1] == 0.0 and res.params[0] != 0.0
