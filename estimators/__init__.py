@@ -6,6 +6,7 @@
 | `REINFORCE(baseline=...)` | any distribution | score function, Rao-Blackwellised |
 | `ENUM` | finite supports | exact |
 | `MVD` | Bernoulli, Categorical, Poisson, Normal | measure-valued derivative |
+| `DETACHED` | any | none: for objectives that add their own score term (VIMCO, wake-sleep) |
 
 Write your own by subclassing `Estimator` (a `rule(call)`) or `LocalEstimator` (`draw` and
 `adjust`); nothing in the interpreter changes.
@@ -22,6 +23,8 @@ from ._baselines import Learned as Learned
 from ._baselines import LeaveOneOut as LeaveOneOut
 from ._baselines import RunningMean as RunningMean
 from ._default import default_estimator as default_estimator
+from ._detached import DETACHED as DETACHED
+from ._detached import Detached as Detached
 from ._enum import ENUM as ENUM
 from ._enum import Enum as Enum
 from ._mvd import MVD as MVD

@@ -20,13 +20,19 @@ from ._expectation import expectation as expectation
 from ._gen import GenCall as GenCall
 from ._gen import GenerativeFunction as GenerativeFunction
 from ._gen import GenFn as GenFn
+from ._gen import factor as factor
 from ._gen import gen as gen
 from ._gen import sample as sample
+from ._marginal import Marginal as Marginal
+from ._marginal import Normalize as Normalize
+from ._marginal import marginal as marginal
+from ._marginal import normalize as normalize
 from ._numpyro import NumPyroFunction as NumPyroFunction
 from ._numpyro import from_numpyro as from_numpyro
 from ._predictive import predictive as predictive
 from ._tfp import TFPDistribution as TFPDistribution
 from ._tfp import tfp_distribution as tfp_distribution
+from ._trace import DistRecord as DistRecord
 from ._trace import Trace as Trace
 
 __version__ = "0.1.0"

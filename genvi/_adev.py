@@ -28,13 +28,19 @@ from ._site import Estimator, Outcome, SiteCall, branch_counter
 from ._sitedist import SiteDist, placeholder
 
 
-def resolver(overrides: Mapping[str, Estimator]) -> Callable[[SiteSpec], Estimator]:
-    """Estimator choice for a site: objective override > site's `estimator=` > default."""
+def resolver(overrides: Mapping[str, Estimator], policy: Callable | None = None
+             ) -> Callable[[SiteSpec], Estimator]:
+    """Estimator choice for a site: objective override > site's `estimator=` > default.
+
+    An objective's `policy(address, dist, chosen_or_None) -> Estimator` may replace the default
+    or refuse a choice it cannot use (e.g. DReG needs REPARAM everywhere)."""
     from genvi.estimators import default_estimator  # the core's one upward reference
 
     def resolve(spec: SiteSpec) -> Estimator:
         dist = placeholder(spec)
         est = overrides.get(spec.address, spec.estimator)
+        if policy is not None:
+            est = policy(spec.address, dist, est)
         if est is None:
             est = default_estimator(dist)
         if not isinstance(est, Estimator):
@@ -165,7 +171,8 @@ class Interpreter:
 
 
 def evaluate(fn: Callable, args: tuple, *, key: jax.Array, overrides: Mapping[str, Estimator],
-             states: dict | None, max_branches: int) -> tuple[jax.Array, jax.Array, dict]:
+             states: dict | None, max_branches: int, policy: Callable | None = None
+             ) -> tuple[jax.Array, jax.Array, dict]:
     """Run the transformed program: returns `(value, surrogate, new_states)`."""
     dynamic, static = eqx.partition(args, eqx.is_array)
     leaves, treedef = jax.tree.flatten(dynamic)
@@ -179,7 +186,7 @@ def evaluate(fn: Callable, args: tuple, *, key: jax.Array, overrides: Mapping[st
             f"an @expectation program must return one floating-point scalar, got {out}; "
             "sum or average per-element values inside the program"
         )
-    program = build(closed, resolver(overrides))
+    program = build(closed, resolver(overrides, policy))
     analysis = Analysis(program)
     states = dict(states or {})
     with branch_counter(max_branches) as branching:
@@ -190,10 +197,11 @@ def evaluate(fn: Callable, args: tuple, *, key: jax.Array, overrides: Mapping[st
     return value.astype(out.dtype), surrogate.astype(out.dtype), {**states, **outcome.states}
 
 
-def stateful_sites(fn: Callable, args: tuple, overrides: Mapping[str, Estimator]) -> dict[str, Any]:
+def stateful_sites(fn: Callable, args: tuple, overrides: Mapping[str, Estimator],
+                   policy: Callable | None = None) -> dict[str, Any]:
     """Initial states of the program's stateful estimators, keyed by address."""
     dynamic, static = eqx.partition(args, eqx.is_array)
     leaves, treedef = jax.tree.flatten(dynamic)
     closed = jax.make_jaxpr(lambda *ls: fn(*eqx.combine(jax.tree.unflatten(treedef, list(ls)), static)))(*leaves)
-    program = build(closed, resolver(overrides))
+    program = build(closed, resolver(overrides, policy))
     return {s.site.address: s.estimator.init_state() for s in program.sites() if s.estimator.stateful}

@@ -84,11 +84,11 @@ class Vmap(GenerativeFunction):
             box["child"] = child
             return retval, child.records()
 
-        retval, (choices, logps) = _mapped(one, (0, *in_axes), n)(state, *args)
+        retval, (choices, logps, dists) = _mapped(one, (0, *in_axes), n)(state, *args)
         factor = _plates.scale(self.plate, self.size, n)
         if factor != 1.0:
             logps = jax.tree.map(lambda lp: lp * factor, logps)
-        handler.absorb(box["child"], "", (choices, logps), plate=(self.plate,))
+        handler.absorb(box["child"], "", (choices, logps, dists), plate=(self.plate,), scale=factor)
         return retval
 
 

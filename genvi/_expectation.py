@@ -42,6 +42,7 @@ class Expectation(eqx.Module):
     fn: Callable = eqx.field(static=True)
     overrides: tuple[tuple[str, Estimator], ...] = eqx.field(static=True, default=())
     max_branches: int = eqx.field(static=True, default=DEFAULT_MAX_BRANCHES)
+    policy: Callable | None = eqx.field(static=True, default=None)
 
     @property
     def __name__(self) -> str:
@@ -53,11 +54,11 @@ class Expectation(eqx.Module):
             if not isinstance(est, Estimator):
                 raise EstimatorError(f"address {address!r}: expected a genvi estimator, got {est!r}")
         merged = {**dict(self.overrides), **dict(estimators)}
-        return Expectation(self.fn, tuple(sorted(merged.items())), self.max_branches)
+        return Expectation(self.fn, tuple(sorted(merged.items())), self.max_branches, self.policy)
 
     def init_state(self, *args: Any) -> dict[str, Any]:
         """Initial states of the stateful estimators in the program, keyed by address."""
-        return _adev.stateful_sites(self.fn, args, dict(self.overrides))
+        return _adev.stateful_sites(self.fn, args, dict(self.overrides), self.policy)
 
     def estimate(self, key: jax.Array | int, *args: Any, state: dict | None = None) -> Any:
         value, new_state = _compiled(_estimate)(self, _key(key), args, state)
@@ -76,7 +77,7 @@ class Expectation(eqx.Module):
     def _evaluate(self, key: jax.Array, args: tuple, state: dict | None):
         value, surrogate, new_state = _adev.evaluate(
             self.fn, args, key=key, overrides=dict(self.overrides), states=state,
-            max_branches=self.max_branches)
+            max_branches=self.max_branches, policy=self.policy)
         if state is None and new_state:
             raise EstimatorError(
                 f"sites {sorted(new_state)} use estimators that keep state between steps (a "
@@ -123,7 +124,7 @@ _JITTED = {_estimate: eqx.filter_jit(_estimate), _value_and_grad: eqx.filter_jit
 
 
 def expectation(fn: Callable | None = None, *, estimators: Mapping[str, Estimator] | None = None,
-                max_branches: int = DEFAULT_MAX_BRANCHES) -> Any:
+                max_branches: int = DEFAULT_MAX_BRANCHES, policy: Callable | None = None) -> Any:
     """Declare an objective program: `fn(*args)` samples with `gf.sim(...)` and returns a scalar.
 
     **Arguments:**
@@ -131,6 +132,9 @@ def expectation(fn: Callable | None = None, *, estimators: Mapping[str, Estimato
     - `fn`: the program.
     - `estimators`: estimator overrides by site address.
     - `max_branches`: the most times nested enumeration may evaluate the rest of the program.
+    - `policy`: `policy(address, dist, chosen) -> Estimator | None`, called for every site with
+      the estimator chosen for it (or `None`): objectives use it to pick their own default or to
+      refuse a strategy they cannot use, with an `EstimatorError` naming the site.
 
     ```python
     @expectation
@@ -143,8 +147,8 @@ def expectation(fn: Callable | None = None, *, estimators: Mapping[str, Estimato
     ```
     """
     if fn is None:
-        return lambda f: expectation(f, estimators=estimators, max_branches=max_branches)
+        return lambda f: expectation(f, estimators=estimators, max_branches=max_branches, policy=policy)
     if isinstance(fn, Expectation):
         return fn
-    ex = Expectation(fn, (), max_branches)
+    ex = Expectation(fn, (), max_branches, policy)
     return ex.with_estimators(estimators) if estimators else ex

@@ -61,6 +61,15 @@ def sample(addr: str, dist: Any, obs: Any = None, *, estimator: Any = None) -> A
     return handler.site(addr, dist, obs, estimator)
 
 
+def factor(addr: str, log_weight: Any) -> None:
+    """Add `log_weight` (summed) to the running function's log density under `addr`.
+
+    A factor is scored like an observation: it has no choice, it counts in `log_density`, and
+    objectives treat it as part of the model (or guide) density.
+    """
+    H.current().factor(addr, log_weight)
+
+
 class GenCall(eqx.Module):
     """A generative function applied to arguments, to be sampled at an address."""
 
@@ -103,6 +112,14 @@ class GenerativeFunction(eqx.Module):
     def log_density(self, choices: Mapping[str, Any], *args: Any) -> jax.Array:
         """The joint log density of `choices` and the observations, differentiable in both."""
         return self.assess(choices, *args)[0]
+
+    def score(self, choices: Mapping[str, Any], *args: Any) -> Trace:
+        """The [`genvi.Trace`][] of a run with the given latent `choices` (all of them, no more):
+        per-site log densities with their plate axes, as multi-sample objectives need."""
+        handler = H.Score(_as_choicemap(choices))
+        retval = _top(self, handler, args)
+        handler.check_all_used()
+        return _trace(handler, retval)
 
     def importance(self, key: jax.Array | int, constraints: Mapping[str, Any], *args: Any
                    ) -> tuple[Trace, jax.Array]:
@@ -198,5 +215,7 @@ def _trace(handler: H.Handler, retval: Any) -> Trace:
         choices=ChoiceMap(handler.choices),
         site_log_densities=ChoiceMap(handler.logps),
         retval=retval,
+        site_distributions=dict(handler.dists),
         plates=tuple(sorted(handler.plates.items())),
+        scales=tuple(sorted(handler.scales.items())),
     )

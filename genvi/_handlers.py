@@ -20,6 +20,7 @@ import numpyro.distributions as nd
 from ._choicemap import ChoiceMap, join
 from ._errors import AddressError, GenviError, ShapeError
 from ._primitive import SiteSpec, sample_p, tag
+from ._trace import DistRecord
 
 _ACTIVE: list["Handler"] = []
 _NONCES: list[jax.Array] = []
@@ -63,6 +64,8 @@ class Handler:
         self.choices: dict[str, Any] = {}
         self.logps: dict[str, Any] = {}
         self.plates: dict[str, tuple[str | None, ...]] = {}
+        self.scales: dict[str, float] = {}
+        self.dists: dict[str, Any] = {}
         self.scored: set[str] = set()  # sites whose density counts as a weight (observed, constrained)
 
     # --- what subclasses define -------------------------------------------------------------
@@ -98,7 +101,18 @@ class Handler:
             self.choices[addr] = value
         self.logps[addr] = tag(jnp.sum(dist.log_prob(value)) * scale, join(self.where, addr))
         self.plates[addr] = ()
+        self.scales[addr] = scale
+        leaves, treedef = jax.tree.flatten(dist)
+        self.dists[addr] = DistRecord(leaves, treedef)
         return value
+
+    def factor(self, addr: str, log_weight: jax.Array) -> None:
+        """Add `log_weight` to the log density under `addr`, with no choice (like an observation)."""
+        self._claim(addr)
+        self.logps[addr] = tag(jnp.sum(log_weight), join(self.where, addr))
+        self.plates[addr] = ()
+        self.scales[addr] = 1.0
+        self.scored.add(addr)
 
     def call(self, addr: str, gf: Any, args: tuple) -> Any:
         self._claim(addr)
@@ -108,15 +122,16 @@ class Handler:
         return retval
 
     def absorb(self, child: "Handler", prefix: str = "", records: tuple | None = None,
-               plate: tuple[str | None, ...] = ()) -> None:
+               plate: tuple[str | None, ...] = (), scale: float = 1.0) -> None:
         """Copy a finished child's records under `prefix` (records override the child's own,
         for mapped children whose arrays came back stacked)."""
-        choices, logps = records if records is not None else (child.choices, child.logps)
+        choices, logps, dists = records if records is not None else child.records()
         if prefix == "":
             for addr in child.logps:
                 self._claim(addr)
         for addr in _flat_keys(child.logps):
             self.plates[join(prefix, addr)] = plate + child.plates[addr]
+            self.scales[join(prefix, addr)] = scale * child.scales[addr]
         self.scored |= {join(prefix, a) for a in child.scored}
         if prefix:
             if choices:
@@ -125,6 +140,7 @@ class Handler:
         else:
             self.choices.update(choices)
             self.logps.update(logps)
+        self.dists.update({join(prefix, addr): d for addr, d in dists.items()})
 
     def _claim(self, addr: str) -> None:
         if addr in self.logps or addr in self.choices:
@@ -135,8 +151,10 @@ class Handler:
         if "/" in addr or not addr:
             raise AddressError(f"address {addr!r}: addresses are non-empty and contain no '/'")
 
-    def records(self) -> tuple[dict, dict]:
-        return self.choices, self.logps
+    def records(self) -> tuple[dict, dict, dict]:
+        """What a mapped run returns: choices, log densities (nested by address) and the sites'
+        distributions (flat, by full address relative to this run)."""
+        return self.choices, self.logps, self.dists
 
 
 def _flat_keys(tree: dict, prefix: str = "") -> list[str]:

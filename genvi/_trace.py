@@ -11,6 +11,18 @@ import jax.numpy as jnp
 from ._choicemap import ChoiceMap
 
 
+class DistRecord(eqx.Module):
+    """A site's distribution, flattened: `leaves` carry one leading axis per enclosing plate or
+    scan step (as the site's value does), `treedef` rebuilds one element's distribution."""
+
+    leaves: list
+    treedef: Any = eqx.field(static=True)
+
+    def element(self, *index: int) -> Any:
+        """The distribution of one plate element (index the leading axes)."""
+        return jax.tree.unflatten(self.treedef, [leaf[index] for leaf in self.leaves])
+
+
 class Trace(eqx.Module):
     """The record of one execution of a generative function.
 
@@ -23,12 +35,17 @@ class Trace(eqx.Module):
     - `retval`: the return value of the function.
     - `plates`: for each site address, the names of its enclosing plates, outermost first
       (`None` for an unnamed `genvi.vmap` or a `genvi.scan` step axis).
+    - `site_distributions`: each site's distribution as a [`DistRecord`][], keyed by address.
+    - `scales`: for each site address, the factor its log density was multiplied by (the product
+      of its plates' subsampling factors N/B; 1 without subsampling).
     """
 
     choices: ChoiceMap
     site_log_densities: ChoiceMap
     retval: Any
+    site_distributions: dict = eqx.field(default_factory=dict)
     plates: tuple[tuple[str, tuple[str | None, ...]], ...] = eqx.field(static=True, default=())
+    scales: tuple[tuple[str, float], ...] = eqx.field(static=True, default=())
 
     @property
     def log_density(self) -> jax.Array:

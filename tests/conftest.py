@@ -41,6 +41,15 @@ def assert_unbiased(samples, exact, sigmas: float = 5.0, min_draws: int = 10_000
         assert np.all(err <= tol), f"mean {mean} vs exact {np.asarray(e)}: error {err} > {tol} (se {se})"
 
 
+def assert_same_mean(a, b, sigmas: float = 5.0) -> None:
+    """Two sets of draws have the same mean within `sigmas` combined standard errors."""
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+        x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+        se = np.sqrt(x.var(0) / x.shape[0] + y.var(0) / y.shape[0])
+        err = np.abs(x.mean(0) - y.mean(0))
+        assert np.all(err <= sigmas * se + 1e-7), f"means {x.mean(0)} and {y.mean(0)} differ by {err} > {sigmas} x {se}"
+
+
 def draws(fn, key: jax.Array, n: int):
     """`n` independent evaluations of `fn(key)`, vmapped and jitted."""
     return jax.jit(jax.vmap(fn))(jax.random.split(key, n))
