@@ -16,7 +16,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from . import _handlers as H
-from . import _plates
+from . import _mesh, _plates
 from ._errors import ConfigError, GenviError, ShapeError
 from ._gen import GenerativeFunction
 
@@ -153,7 +153,7 @@ def vmap(f: Any, in_axes: Any = 0, *, plate: str | None = None, size: int | None
     def mapped(*args):
         axes = _normalise_axes(in_axes, len(args))
         n = _axis_size(args, axes, axis_size, "genvi.vmap")
-        return _mapped(f, axes, n)(*args)
+        return _mesh.constrain_particles(_mapped(f, axes, n)(*args), n)
 
     return mapped
 

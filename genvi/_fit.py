@@ -9,6 +9,7 @@ step), so results do not depend on chunking and a resumed run repeats a straight
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import os
 import pathlib
@@ -20,8 +21,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax.experimental import multihost_utils
+from jax.sharding import Mesh
 
-from . import _checkpoint, _plates
+from . import _checkpoint, _mesh, _plates
 from ._errors import ConfigError, FitError, ShapeError
 from ._expectation import Expectation
 from ._primitive import probing
@@ -133,12 +136,14 @@ def _all_finite(tree: Any) -> jax.Array:
 
 
 def _step_fn(objective: Expectation, optimizer: optax.GradientTransformation, static: Any,
-             batch_size: int | None, n: int, skip: bool) -> Callable:
+             batch_size: int | None, n: int, skip: bool, mesh: Mesh | None) -> Callable:
     def step(carry: _Carry, data: tuple, num_steps: jax.Array):
         active = (carry.step < num_steps) & (carry.bad < 0)
         batch, k_est, key, perm, pos = _draw(carry, data, batch_size, n)
+        if mesh is not None:
+            batch = _mesh.constrain_rows(batch, mesh)
         params = eqx.combine(carry.params, static)
-        with _plates.subsampling(n, batch_size) if batch_size else _nullcontext() as ctx:
+        with _plates.subsampling(n, batch_size) if batch_size else _nullcontext() as ctx, _mesh.active(mesh):
             (value, grads), state = objective.value_and_grad_estimate(k_est, params, *batch, state=carry.state)
         if batch_size is not None and batch_size < n and not ctx.used:
             raise ConfigError(
@@ -176,8 +181,11 @@ class _nullcontext:
         return None
 
 
-def _chunk_fn(step: Callable, length: int) -> Callable:
-    @jax.jit
+def _chunk_fn(step: Callable, length: int, mesh: Mesh | None) -> Callable:
+    """One compiled chunk of `length` steps; on a mesh its outputs stay replicated."""
+    out = None if mesh is None else _mesh.replicated(mesh)
+
+    @functools.partial(jax.jit, out_shardings=out)
     def run(carry: _Carry, data: tuple, num_steps: jax.Array):
         return jax.lax.scan(lambda c, _: step(c, data, num_steps), carry, None, length=length)
 
@@ -215,7 +223,7 @@ def fit(objective: Expectation, params: Any, *data: Any, optimizer: optax.Gradie
         callbacks: Sequence[Callable[[int, Any, np.ndarray], bool | None]] = (),
         checkpoint: str | os.PathLike | None = None, checkpoint_every: int | None = None,
         resume: bool = False, on_nonfinite: str = "raise", chunk_size: int | None = None,
-        strategy: Strategy | None = None) -> FitResult:
+        strategy: Strategy | None = None, mesh: Mesh | str | None = None) -> FitResult:
     """Maximise `objective(params, *data)` by stochastic gradient ascent.
 
     **Arguments:**
@@ -223,7 +231,8 @@ def fit(objective: Expectation, params: Any, *data: Any, optimizer: optax.Gradie
     - `objective`: an `@expectation` program (e.g. `objectives.elbo(model, guide)`).
     - `params`: the initial parameters, any pytree (equinox modules included); floating-point
       array leaves are trained.
-    - `*data`: arrays sharing a leading data axis, passed to the objective after `params`.
+    - `*data`: arrays sharing a leading data axis, passed to the objective after `params`. In a
+      multi-process run each process passes its own equal-sized shard.
     - `optimizer`: an optax transformation (default `optax.adam(1e-3)`).
     - `num_steps`: the total number of steps (a resumed run continues up to it).
     - `key`: an int or a PRNG key; the same key gives the same result.
@@ -240,12 +249,17 @@ def fit(objective: Expectation, params: Any, *data: Any, optimizer: optax.Gradie
     - `chunk_size`: steps per compiled chunk (default: up to 100).
     - `strategy`: a [`Strategy`][] run every `strategy.every` steps between chunks (e.g. SSVI's
       prune-and-regrow), which may replace parameters and optimiser state.
+    - `mesh`: `None` (one device), a `jax.sharding.Mesh` with a `"data"` axis (and optionally a
+      `"particles"` axis), or `"auto"` (all devices on `"data"`): the minibatch is sharded over
+      `"data"`, `genvi.vmap` particle axes over `"particles"`, parameters are replicated and
+      XLA reduces the gradients. Results match a one-device run to float tolerance.
 
     **Returns:** a [`FitResult`][].
     """
     if not isinstance(objective, Expectation):
         raise ConfigError(f"fit: objective must be an @expectation program, got {type(objective).__name__}")
-    n = _data_size(data)
+    mesh = _mesh.resolve(mesh)
+    data, n = _place_data(data, mesh, batch_size)
     _check_args(num_steps, batch_size, n, on_nonfinite, checkpoint_every, chunk_size)
     _check_finite_start(params)
     optimizer = optimizer if optimizer is not None else optax.adam(1e-3)
@@ -261,7 +275,7 @@ def fit(objective: Expectation, params: Any, *data: Any, optimizer: optax.Gradie
                        "or remove it to start afresh (genvi never overwrites it silently)")
 
     first_batch = jax.tree.map(lambda d: d[:batch_size], data) if batch_size else data
-    with _plates.subsampling(n, batch_size) if batch_size else _nullcontext():
+    with _plates.subsampling(n, batch_size) if batch_size else _nullcontext(), _mesh.active(mesh):
         state = objective.init_state(params, *first_batch)
     carry = _Carry(dynamic, optimizer.init(dynamic), key, state, jnp.arange(max(n, 1)), jnp.array(n, jnp.int32),
                    jnp.array(0, jnp.int32), jnp.array(0, jnp.int32), jnp.array(-1, jnp.int32))
@@ -270,41 +284,97 @@ def fit(objective: Expectation, params: Any, *data: Any, optimizer: optax.Gradie
     if path is not None and resume and path.exists():
         carry, losses, _ = _checkpoint.load(path, carry)
         history.append(np.asarray(losses))
+    if mesh is not None:
+        carry = jax.device_put(carry, _mesh.replicated(mesh))
 
-    run = _chunk_fn(_step_fn(objective, optimizer, static, batch_size, n, on_nonfinite == "skip"), chunk)
-    meta = {"num_steps": num_steps}
-    bar = Progress(num_steps, int(carry.step), progress)
-    interrupted = False
-    try:
-        while int(carry.step) < num_steps:
-            previous = int(carry.step)
-            carry, (losses, done) = run(carry, data, jnp.array(num_steps, jnp.int32))
-            history.append(np.asarray(losses)[np.asarray(done)])
-            step = int(carry.step)
-            if int(carry.bad) >= 0:
-                raise _nonfinite(objective, optimizer, static, batch_size, n, carry, data)
-            if strategy is not None and step < num_steps and step // strategy.every > previous // strategy.every:
-                context = FitContext(objective, data, batch_size, jax.random.fold_in(key, step), optimizer)
-                new_params, opt_state = strategy.update(step, eqx.combine(carry.params, static), carry.opt_state, context)
-                carry = carry._replace(params=jax.tree.map(_strong, eqx.filter(new_params, eqx.is_inexact_array)),
-                                       opt_state=jax.tree.map(_strong, opt_state))
-            last = float(history[-1][-1]) if len(history[-1]) else float("nan")
-            bar.update(step, last)
-            if path is not None and (step >= num_steps or (checkpoint_every and step // checkpoint_every > previous // checkpoint_every)):
-                _checkpoint.save(path, carry, np.concatenate(history), meta)
-            if any(cb(step, eqx.combine(carry.params, static), np.concatenate(history)) for cb in callbacks):
-                interrupted = True
-                break
-    except KeyboardInterrupt:
-        interrupted = True
-    finally:
-        bar.close()
-    return FitResult(params=eqx.combine(carry.params, static), losses=np.concatenate(history) if history else np.zeros(0),
-                     opt_state=carry.opt_state, key=carry.key, steps=int(carry.step), state=carry.state,
-                     skipped=int(carry.skipped), interrupted=interrupted)
+    run = _chunk_fn(_step_fn(objective, optimizer, static, batch_size, n, on_nonfinite == "skip", mesh),
+                    chunk, mesh)
+    loop = _Loop(objective, optimizer, static, data, batch_size, n, key, num_steps, path, checkpoint_every,
+                 strategy, callbacks)
+    return loop.run(run, carry, history, Progress(num_steps, int(_mesh.host(carry.step)), progress))
 
 
-def _nonfinite(objective, optimizer, static, batch_size, n, carry: _Carry, data) -> FitNonFinite:
+class _Loop(NamedTuple):
+    """The host side of `fit`: chunks, strategy, progress, checkpoints, callbacks."""
+
+    objective: Expectation
+    optimizer: optax.GradientTransformation
+    static: Any
+    data: tuple
+    batch_size: int | None
+    n: int
+    key: jax.Array
+    num_steps: int
+    path: pathlib.Path | None
+    checkpoint_every: int | None
+    strategy: Strategy | None
+    callbacks: Sequence[Callable]
+
+    def run(self, run: Callable, carry: _Carry, history: list, bar: Progress) -> FitResult:
+        interrupted, writer = False, jax.process_index() == 0
+        try:
+            while int(_mesh.host(carry.step)) < self.num_steps:
+                previous = int(_mesh.host(carry.step))
+                carry, (losses, done) = run(carry, self.data, jnp.array(self.num_steps, jnp.int32))
+                history.append(_mesh.host(losses)[_mesh.host(done)])
+                step = int(_mesh.host(carry.step))
+                if int(_mesh.host(carry.bad)) >= 0:
+                    raise _nonfinite(self.objective, self.static, self.batch_size, self.n, carry, self.data)
+                if self.strategy is not None and step < self.num_steps and _crossed(previous, step, self.strategy.every):
+                    carry = self._strategy(step, carry)
+                bar.update(step, float(history[-1][-1]) if len(history[-1]) else float("nan"))
+                if writer and self.path is not None and (step >= self.num_steps or _crossed(previous, step, self.checkpoint_every)):
+                    _checkpoint.save(self.path, jax.tree.map(_mesh.host, carry), np.concatenate(history),
+                                     {"num_steps": self.num_steps})
+                params = eqx.combine(carry.params, self.static)
+                if any(cb(step, params, np.concatenate(history)) for cb in self.callbacks):
+                    interrupted = True
+                    break
+        except KeyboardInterrupt:
+            interrupted = True
+        finally:
+            bar.close()
+        return FitResult(params=eqx.combine(carry.params, self.static),
+                         losses=np.concatenate(history) if history else np.zeros(0), opt_state=carry.opt_state,
+                         key=carry.key, steps=int(_mesh.host(carry.step)), state=carry.state,
+                         skipped=int(_mesh.host(carry.skipped)), interrupted=interrupted)
+
+    def _strategy(self, step: int, carry: _Carry) -> _Carry:
+        context = FitContext(self.objective, self.data, self.batch_size, jax.random.fold_in(self.key, step),
+                             self.optimizer)
+        params, opt_state = self.strategy.update(step, eqx.combine(carry.params, self.static), carry.opt_state, context)
+        return carry._replace(params=jax.tree.map(_strong, eqx.filter(params, eqx.is_inexact_array)),
+                              opt_state=jax.tree.map(_strong, opt_state))
+
+
+def _crossed(previous: int, step: int, every: int | None) -> bool:
+    return bool(every) and step // every > previous // every
+
+
+def _place_data(data: tuple, mesh: Mesh | None, batch_size: int | None) -> tuple[tuple, int]:
+    """Put the data on the mesh (global arrays from per-process shards); return it and its rows."""
+    local = _data_size(data)
+    if mesh is None:
+        return data, local
+    devices = _mesh.axis_size(mesh, _mesh.DATA)
+    if batch_size is not None and batch_size % devices:
+        raise ConfigError(f"fit(batch_size={batch_size}): with a mesh the minibatch is split evenly over the "
+                          f"{devices} devices of its {_mesh.DATA!r} axis; use a multiple of {devices}")
+    if jax.process_count() > 1:
+        sizes = multihost_utils.process_allgather(np.array(local))
+        if len(set(np.ravel(sizes).tolist())) > 1:
+            raise ConfigError(f"fit: every process must pass a data shard of the same size; got {np.ravel(sizes).tolist()}")
+        sharding = _mesh.along(mesh, _mesh.DATA)
+        data = jax.tree.map(lambda d: jax.make_array_from_process_local_data(sharding, np.asarray(d)), data)
+        return data, local * jax.process_count()
+    if batch_size is None and local % devices:
+        raise ConfigError(f"fit: full-batch training on a mesh splits the {local} rows over {devices} devices; "
+                          "use a row count divisible by it, or a batch_size")
+    sharding = _mesh.along(mesh, _mesh.DATA) if local % devices == 0 else _mesh.replicated(mesh)
+    return jax.device_put(data, sharding), local
+
+
+def _nonfinite(objective, static, batch_size, n, carry: _Carry, data) -> FitNonFinite:
     """Re-run the failing step eagerly and name the first non-finite site or gradient."""
     step = int(carry.bad)
     params = eqx.combine(carry.params, static)
