@@ -11,6 +11,7 @@ from ._combinators import scan as scan
 from ._combinators import vmap as vmap
 from ._errors import AddressError as AddressError
 from ._errors import ConfigError as ConfigError
+from ._errors import DomainError as DomainError
 from ._errors import EstimatorError as EstimatorError
 from ._errors import FitError as FitError
 from ._errors import GenviError as GenviError

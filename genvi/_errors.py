@@ -24,6 +24,10 @@ class ShapeError(GenviError, ValueError):
     """An array has the wrong shape or dtype for the site or option it was given to."""
 
 
+class DomainError(GenviError, ValueError):
+    """A value lies outside its distribution's support."""
+
+
 class ConfigError(GenviError, ValueError):
     """An option is out of range (particles < 1, an unknown policy name, ...)."""
 

@@ -16,9 +16,10 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpyro.distributions as nd
+from numpyro.distributions import constraints
 
 from ._choicemap import ChoiceMap, join
-from ._errors import AddressError, GenviError, ShapeError
+from ._errors import AddressError, DomainError, GenviError, ShapeError
 from ._primitive import SiteSpec, sample_p, tag
 from ._trace import DistRecord
 
@@ -165,16 +166,39 @@ def _flat_keys(tree: dict, prefix: str = "") -> list[str]:
     return out
 
 
+def _base_constraint(constraint: Any) -> Any:
+    while hasattr(constraint, "base_constraint"):
+        constraint = constraint.base_constraint
+    return constraint
+
+
 def _check_obs(addr: str, dist: nd.Distribution, obs: Any) -> jax.Array:
+    """Observations must have the site's shape, an integer dtype where the support is integer
+    (NumPyro would truncate floats silently), and, when known now, lie in the support."""
     obs = jnp.asarray(obs)
     expected = tuple(dist.batch_shape) + tuple(dist.event_shape)
+    name = type(dist).__name__
     if obs.shape != expected:
         raise ShapeError(
-            f"site {addr!r}: observation has shape {obs.shape} but the distribution "
-            f"{type(dist).__name__} has batch shape {tuple(dist.batch_shape)} and event shape "
-            f"{tuple(dist.event_shape)}, so it expects {expected}; reshape the data or use "
-            "genvi.vmap / .to_event so the shapes agree"
+            f"site {addr!r}: observation has shape {obs.shape} but the distribution {name} has batch "
+            f"shape {tuple(dist.batch_shape)} and event shape {tuple(dist.event_shape)}, so it expects "
+            f"{expected}; reshape the data or use genvi.vmap / .to_event so the shapes agree"
         )
+    support = getattr(dist, "support", None)
+    if support is None:
+        return obs
+    integer = support.is_discrete and not isinstance(_base_constraint(support), type(constraints.boolean))
+    if integer and not (jnp.issubdtype(obs.dtype, jnp.integer) or obs.dtype == jnp.bool_):
+        raise ShapeError(f"site {addr!r}: observation dtype {obs.dtype} for {name}, whose support is integer; "
+                         "cast the data with .astype(jnp.int32)")
+    if not jnp.issubdtype(obs.dtype, jnp.number) and obs.dtype != jnp.bool_:
+        raise ShapeError(f"site {addr!r}: observation dtype {obs.dtype} is not numeric")
+    if not isinstance(obs, jax.core.Tracer):
+        inside = support(obs)
+        if not isinstance(inside, jax.core.Tracer) and not bool(jnp.all(inside)):
+            bad = jnp.asarray(obs).reshape(-1)[jnp.argmin(jnp.asarray(inside).reshape(-1))] if jnp.ndim(inside) else obs
+            raise DomainError(f"site {addr!r}: observed value {bad} lies outside the support of {name} ({support}); "
+                              "check the data or the distribution")
     return obs
 
 
