@@ -26,6 +26,7 @@ from jax import lax
 from jax.extend import core as jcore
 from jax.extend.core import primitives as P
 
+from . import _jax_compat
 from ._errors import EstimatorError
 from ._primitive import SiteSpec, sample_p
 
@@ -94,8 +95,9 @@ class Program:
         return out
 
 
-_CALLS = {P.jit_p, P.closed_call_p, P.remat_p}
-_CALLS |= {p for p in (getattr(P, "call_p", None), getattr(P, "core_call_p", None)) if p is not None}
+# call-like primitives whose bodies are inlined, by name: `jax.extend` exports them variously by
+# release (`pjit` became `jit` in 0.7), but their names and their `jaxpr` parameter stay
+_CALL_NAMES = {"jit", "pjit", "closed_call", "call", "core_call", "remat", "checkpoint", "remat2"}
 
 
 def has_sites(jaxpr: jcore.Jaxpr) -> bool:
@@ -108,7 +110,7 @@ def site_addresses(jaxpr: jcore.Jaxpr) -> list[str]:
     for eqn in jaxpr.eqns:
         if eqn.primitive is sample_p:
             out.append(eqn.params["site"].address)
-        for sub in jcore.jaxprs_in_params(eqn.params):
+        for sub in _jax_compat.jaxprs_in_params(eqn.params):
             out.extend(site_addresses(sub))
     return out
 
@@ -160,12 +162,12 @@ class Builder:
                         estimator=self.resolve(spec))
             self.nodes.append(node)
             return node.outs
-        subs = list(jcore.jaxprs_in_params(eqn.params))
+        subs = list(_jax_compat.jaxprs_in_params(eqn.params))
         if not any(has_sites(s) for s in subs):
             node = Node("prim", ins, self._fresh(eqn), prim=prim, params=dict(eqn.params))
             self.nodes.append(node)
             return node.outs
-        if prim in _CALLS:
+        if prim.name in _CALL_NAMES:
             key = "jaxpr" if "jaxpr" in eqn.params else "call_jaxpr"
             jaxpr, consts = _open(eqn.params[key])
             return self.convert(jaxpr, consts, ins)
