@@ -7,7 +7,7 @@ particle axis each element only the entries of the terms aligned with it (see `_
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any
 
 import jax
 import jax.numpy as jnp

@@ -124,3 +124,19 @@ plate_guide = genvi.vmap(bern_guide, in_axes=(0, 0), plate="data")
 def plate_elbo_exact(params, xs):
     theta, phis = params
     return jnp.sum(jax.vmap(lambda p, x: bern_elbo_exact((theta, p), x))(phis, xs))
+
+
+# --- regression without latents: y ~ N(w x, 1) for rows (x, y), over a "data" plate ------------
+@gen
+def reg_model(w, row):
+    sample("y", dist.Normal(w * row[0], 1.0), obs=row[1])
+
+
+@gen
+def reg_guide(_, row):
+    return None
+
+
+def plated(point: genvi.GenerativeFunction) -> genvi.GenerativeFunction:
+    """`point` mapped over the rows of the data, as the plate named "data"."""
+    return genvi.vmap(point, in_axes=(None, 0), plate="data")

@@ -9,32 +9,18 @@ import numpyro.distributions as dist
 import optax
 import pytest
 from conftest import assert_unbiased
-from exact import bern_guide, bern_model, plate_elbo_exact
+from exact import plate_elbo_exact, plate_guide, plate_model, plated, reg_guide, reg_model
 
-import genvi
 import genvi.vi as vi
 from genvi import ConfigError, FitError, ShapeError, gen, sample
 from genvi import _plates
 from genvi.estimators import ENUM
 from genvi.objectives import elbo
 
-plate_model = genvi.vmap(bern_model, in_axes=(None, 0), plate="data")
-plate_guide = genvi.vmap(bern_guide, in_axes=(0, 0), plate="data")
-
-
-@gen
-def reg_model(w, x):
-    sample("y", dist.Normal(w * x[0], 1.0), obs=x[1])
-
-
-@gen
-def reg_guide(_, x):
-    return None
 
 
 DATA = jnp.stack([jnp.linspace(-1, 1, 40), 2.0 * jnp.linspace(-1, 1, 40) + 0.1], axis=1)
-regression = elbo(genvi.vmap(reg_model, in_axes=(None, 0), plate="data"),
-                  genvi.vmap(reg_guide, in_axes=(None, 0), plate="data"))
+regression = elbo(plated(reg_model), plated(reg_guide))
 
 
 def test_fit_maximises_and_returns_numpy_losses():
@@ -50,7 +36,7 @@ def test_minibatch_gradient_is_unbiased_for_the_full_batch_gradient():
     n, b = 30, 7
     xs = jax.random.normal(jax.random.PRNGKey(0), (n,))
     params = (jnp.array(0.2), jax.random.normal(jax.random.PRNGKey(1), (n,)))
-    objective = elbo(plate_model, genvi.vmap(bern_guide, in_axes=(0, 0), plate="data")).with_estimators({"z": ENUM})
+    objective = elbo(plate_model, plate_guide).with_estimators({"z": ENUM})
     exact = jax.grad(plate_elbo_exact)(params, xs)
 
     def minibatch_grad(key):
@@ -126,8 +112,8 @@ def test_nonfinite_log_density_names_step_and_site():
         scale = jnp.where(w > 1.0, -1.0, 1.0)  # invalid scale once w passes 1
         sample("y", dist.Normal(w * x[0], scale), obs=x[1])
 
-    objective = elbo(genvi.vmap(model, in_axes=(None, 0), plate="data"),
-                     genvi.vmap(reg_guide, in_axes=(None, 0), plate="data"))
+    objective = elbo(plated(model),
+                     plated(reg_guide))
     with pytest.raises(FitError, match=r"fit stopped at step (\d+): the log density of site 'y' is not finite") as info:
         vi.fit(objective, (jnp.array(0.0), None), DATA, optimizer=optax.sgd(0.01), num_steps=400, key=0,
                progress=False)
@@ -143,8 +129,8 @@ def test_nonfinite_skip_mode_counts_skipped_steps():
         bad = jnp.where(x[0] > 0.9, jnp.nan, 0.0)
         sample("y", dist.Normal(w * x[0] + bad, 1.0), obs=x[1])
 
-    objective = elbo(genvi.vmap(model, in_axes=(None, 0), plate="data"),
-                     genvi.vmap(reg_guide, in_axes=(None, 0), plate="data"))
+    objective = elbo(plated(model),
+                     plated(reg_guide))
     res = vi.fit(objective, (jnp.array(0.0), None), DATA, num_steps=200, key=0, batch_size=4,
                  on_nonfinite="skip", progress=False)
     assert 0 < res.skipped < 200 and np.isfinite(res.params[0])
