@@ -27,6 +27,8 @@ from ._net import likelihood as likelihood
 from ._net import mlp as mlp
 from ._net import point_guide as point_guide
 from ._net import point_likelihood as point_likelihood
+from ._net import stack as stack
+from ._net import unstack as unstack
 from ._predict import metrics as metrics
 from ._predict import predict as predict
 from ._predict import prune as prune

@@ -55,8 +55,8 @@ class SparseWeights(eqx.Module):
 
     @property
     def active(self) -> int:
-        """The support size `k`."""
-        return int(self.index.shape[0])
+        """The support size `k` (the last axis: stacked layers, see `stack`, share it)."""
+        return int(self.index.shape[-1])
 
     @property
     def sigma(self) -> Float[Array, " k"]:
@@ -85,7 +85,7 @@ class SparseWeights(eqx.Module):
 
     def with_probe(self) -> "SparseWeights":
         """This layer with a zero dense `probe` on its mean weight (for the add step's gradient)."""
-        return eqx.tree_at(lambda s: s.probe, self, jnp.zeros(self.shape, self.mu.dtype),
+        return eqx.tree_at(lambda s: s.probe, self, jnp.zeros(self.mu.shape[:-1] + self.shape, self.mu.dtype),
                            is_leaf=lambda x: x is None)
 
     def moments(self, h: jax.Array) -> tuple[jax.Array, jax.Array]:

@@ -96,6 +96,21 @@ def point_likelihood(logits: jax.Array, y: jax.Array) -> None:
 
 guide = genvi.vmap(point_guide, in_axes=(None, 0), plate="data")
 likelihood = genvi.vmap(point_likelihood, in_axes=(0, 0), plate="data")
+_stacked_guide = genvi.vmap(guide, in_axes=(0, None))
+_stacked_likelihood = genvi.vmap(likelihood, in_axes=(0, None))
+
+
+def stack(nets: Sequence[SparseBNN]) -> SparseBNN:
+    """Independent networks of one architecture and density (e.g. one per seed) as one
+    [`SparseBNN`][] whose array leaves gain a leading copy axis: [`elbo`][] then sums their ELBOs
+    (so each copy gets its own gradient: one compiled `fit` trains them all) and the
+    [`SSVI`][] strategy updates each copy's support separately."""
+    return jax.tree.map(lambda *leaves: jnp.stack(leaves), *nets)
+
+
+def unstack(net: SparseBNN) -> list[SparseBNN]:
+    """The copies of a stacked network ([`stack`][])."""
+    return [jax.tree.map(lambda a: a[i], net) for i in range(net.step.shape[0])]
 
 
 def kl_weight(step: jax.Array, kl_scale: float, warmup_steps: int) -> jax.Array:
@@ -107,7 +122,8 @@ def kl_weight(step: jax.Array, kl_scale: float, warmup_steps: int) -> jax.Array:
 
 def elbo(*, kl_scale: float = 1.0, warmup_steps: int = 0) -> Expectation:
     """The SSVI ELBO (to maximise), called as `objective(net, x, y)`: the expected log likelihood
-    under the locally reparameterised guide minus `kl_weight(net.step, ...) * KL(q || p)`.
+    under the locally reparameterised guide minus `kl_weight(net.step, ...) * KL(q || p)`
+    (summed over the copies of a stacked `net`).
 
     **Arguments:**
 
@@ -123,8 +139,10 @@ def elbo(*, kl_scale: float = 1.0, warmup_steps: int = 0) -> Expectation:
 
     @expectation
     def ssvi_elbo(net, x, y):
-        q = guide.sim(net, x)
-        log_lik = likelihood.log_density({}, q.retval, y)
-        return log_lik - kl_weight(net.step, kl_scale, warmup_steps) * net.kl()
+        stacked = net.step.ndim == 1
+        q = (_stacked_guide if stacked else guide).sim(net, x)
+        log_lik = (_stacked_likelihood if stacked else likelihood).log_density({}, q.retval, y)
+        kl = jax.vmap(SparseBNN.kl)(net) if stacked else net.kl()
+        return log_lik - jnp.sum(kl_weight(net.step, kl_scale, warmup_steps) * kl)
 
     return ssvi_elbo

@@ -14,7 +14,9 @@ Between the gradient steps on `(mu, rho)` within the support, every `every` step
    the state, whatever the optimiser).
 
 Every update also writes the step into each [`SparseBNN`][]'s `step` leaf, which drives the KL
-warm-up. `alpha = 0` gives a static mask (no swaps), used for the random-mask baseline.
+warm-up. `alpha = 0` gives a static mask (no swaps), used for the random-mask baseline. Stacked
+networks ([`stack`][]: independent copies, e.g. seeds, trained in one `fit`) are updated copy by
+copy, vmapped.
 """
 
 from __future__ import annotations
@@ -61,9 +63,10 @@ def _keep(x: jax.Array) -> jax.Array:
     return x
 
 
-def _swap(layer: SparseWeights, n: int, grad: jax.Array, score_fn) -> tuple[SparseWeights, Any]:
+def _swap(layer: SparseWeights, n: int, grad: jax.Array, score_fn) -> tuple[SparseWeights, jax.Array, jax.Array]:
     """Remove the `n` lowest-scoring active weights, add the `n` inactive ones of largest |grad|;
-    returns the new layer and the remapping for per-weight optimiser moments."""
+    returns the new layer and, per new position, the old position it came from and whether it
+    is fresh (for the optimiser moments)."""
     k = layer.active
     order = jnp.argsort(score_fn(layer.mu, layer.sigma), stable=True)
     keep = jnp.sort(order[n:])
@@ -73,11 +76,18 @@ def _swap(layer: SparseWeights, n: int, grad: jax.Array, score_fn) -> tuple[Spar
         jnp.concatenate([layer.index[keep], added]),
         jnp.concatenate([layer.mu[keep], jnp.zeros(n, layer.mu.dtype)]),
         jnp.concatenate([layer.rho[keep], jnp.full(n, jnp.mean(layer.rho), layer.rho.dtype)])))
-    gather = jnp.concatenate([keep, jnp.zeros(n, keep.dtype)])
-    fresh = jnp.arange(k) >= k - n
+    return new, jnp.concatenate([keep, jnp.zeros(n, keep.dtype)]), jnp.arange(k) >= k - n
+
+
+def _swap_any(layer: SparseWeights, n: int, grad: jax.Array, score_fn):
+    """[`_swap`][] for one layer or, vmapped, for a stack of independent copies (`stack`)."""
+    if layer.index.ndim == 1:
+        new, gather, fresh = _swap(layer, n, grad, score_fn)
+    else:
+        new, gather, fresh = jax.vmap(lambda l, g: _swap(l, n, g, score_fn))(layer, grad)
 
     def remap(moment: jax.Array) -> jax.Array:
-        return jnp.where(fresh, jnp.zeros((), moment.dtype), moment[gather])
+        return jnp.where(fresh, jnp.zeros((), moment.dtype), jnp.take_along_axis(moment, gather, axis=-1))
 
     return new, remap
 
@@ -125,7 +135,7 @@ class SSVI(Strategy):
         nets = _nets_of(params)
         if nets:
             params = eqx.tree_at(lambda t: [m.step for m in _nets_of(t)], params,
-                                 [jnp.array(step, m.step.dtype) for m in nets])
+                                 [jnp.full(m.step.shape, step, m.step.dtype) for m in nets])
         counts = self.counts(step, params)
         if not any(counts):
             return params, opt_state
@@ -133,7 +143,7 @@ class SSVI(Strategy):
         score_fn = get_criterion(self.criterion)
         layers, remaps = [], []
         for layer, n, g in zip(layers_of(params), counts, grads):
-            new, remap = _swap(layer, n, g, score_fn) if n else (layer, _keep)
+            new, remap = _swap_any(layer, n, g, score_fn) if n else (layer, _keep)
             layers.append(new)
             remaps.append(remap)
         fns = jax.tree.map(lambda _: _keep, eqx.filter(params, eqx.is_inexact_array))
