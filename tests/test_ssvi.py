@@ -356,3 +356,23 @@ def test_fit_strategy_may_change_integer_leaves_and_not_the_structure():
     with pytest.raises(FitError, match="changed the structure"):
         vi.fit(_quadratic, (jnp.zeros(2), jnp.array(0, jnp.int32)), jnp.ones((5, 2)), num_steps=25, key=0,
                strategy=Grow(), progress=False)
+
+
+def test_stacked_copies_are_updated_and_scored_copy_by_copy():
+    nets = [_net(seed=0), _net(seed=1)]
+    stacked = ssvi.stack(nets)
+    assert ssvi.stack(ssvi.unstack(stacked)).layers[0].index.shape == (2, nets[0].layers[0].active)
+    layer = stacked.layers[0]
+    grad = jax.random.normal(jax.random.PRNGKey(3), (2,) + layer.shape)
+    new, remap = ssvi._strategy._swap_any(layer, 3, grad, ssvi.snr)
+    moment = jnp.arange(2 * layer.active, dtype=jnp.float32).reshape(2, -1)
+    for i, net in enumerate(nets):
+        one, one_remap = ssvi._strategy._swap_any(net.layers[0], 3, grad[i], ssvi.snr)
+        assert np.array_equal(new.index[i], one.index) and np.array_equal(new.rho[i], one.rho)
+        assert np.array_equal(remap(moment)[i], one_remap(moment[i]))
+    # without noise the stacked ELBO is the sum of the copies' ELBOs
+    quiet = [eqx.tree_at(lambda n: [l.rho for l in n.layers], n, [jnp.full_like(l.rho, -30.0) for l in n.layers])
+             for n in nets]
+    total = OBJECTIVE.estimate(jax.random.PRNGKey(0), ssvi.stack(quiet), X, Y)
+    parts = sum(OBJECTIVE.estimate(jax.random.PRNGKey(0), n, X, Y) for n in quiet)
+    np.testing.assert_allclose(total, parts, rtol=1e-5)
