@@ -21,7 +21,7 @@ import genvi.vi as vi
 from genvi import ConfigError, FitError, expectation
 
 SIZES = (6, 16, 3)
-N, BATCH = 48, 16
+N = 48
 
 
 def _data():
@@ -44,7 +44,8 @@ def _net(density=0.25, seed=0):
 
 
 def _context(key=0):
-    return vi.FitContext(OBJECTIVE, (X, Y), BATCH, jax.random.PRNGKey(key), OPTIMIZER)
+    # full-batch, as fit passes it without batch_size: every test then shares one compiled gradient
+    return vi.FitContext(OBJECTIVE, (X, Y), None, jax.random.PRNGKey(key), OPTIMIZER)
 
 
 def _trained_state(net):
@@ -98,7 +99,7 @@ def test_added_weights_have_the_largest_dense_gradient_and_probe_gradient_is_dL_
     net = _net()
     ctx = _context(3)
     grads = ssvi._strategy._dense_grads(ctx, net)
-    g_mu = ctx.grad(net)  # the same key, so the same minibatch and noise
+    g_mu = OBJECTIVE.grad_estimate(jax.random.split(ctx.key)[1], net, X, Y)  # what ctx.grad does: the same noise
     for layer, g, gl in zip(net.layers, grads, g_mu.layers):
         assert g.shape == layer.shape
         # on the support the dense gradient is the gradient with respect to mu
@@ -164,8 +165,8 @@ def test_dense_gradients_only_at_add_steps_under_fit(monkeypatch):
 
     monkeypatch.setattr(ssvi._strategy, "_dense_grads", counting)
     net = _net()
-    res = vi.fit(OBJECTIVE, net, X, Y, optimizer=OPTIMIZER, num_steps=400, batch_size=BATCH, key=0,
-                 strategy=STRATEGY, progress=False)
+    res = vi.fit(OBJECTIVE, net, X, Y, optimizer=OPTIMIZER, num_steps=400, key=0, strategy=STRATEGY,
+                 progress=False)
     # updates at 50, ..., 350; T_end = 300: dense gradients at the updates before it that swap weights
     # (f_t decays, so late ones may swap none); the rest only advance the step
     expected = [t for t in range(50, 400, 50) if any(STRATEGY.counts(t, net))]
