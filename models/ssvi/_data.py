@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import numpy as np
 
+from genvi import ConfigError
+
 
 def classification_split(name: str, *, seed: int = 0, test_fraction: float = 0.2):
     """`(x_train, y_train, x_test, y_test)` of `"digits"` or `"breast_cancer"`, float32 features
-    standardised with the training statistics, int32 labels; the split is fixed by `seed`."""
+    standardised with the training statistics, int32 labels; the split is fixed by `seed`.
+    (scikit-learn, a dev dependency, is imported here, not when the family is.)"""
     from sklearn import datasets
 
     loaders = {"digits": datasets.load_digits, "breast_cancer": datasets.load_breast_cancer}
     if name not in loaders:
-        from genvi import ConfigError
-
         raise ConfigError(f"classification_split({name!r}): choose one of {sorted(loaders)}")
     x, y = loaders[name](return_X_y=True)
     order = np.random.default_rng(seed).permutation(len(y))
