@@ -80,7 +80,9 @@ class Strategy(eqx.Module):
     replace the parameters and optimiser state (pruning and regrowing a sparse support, say).
 
     Subclasses define `every` and `update(step, params, opt_state, context) -> (params, opt_state)`;
-    `update` must be deterministic given its arguments, so resumed runs stay bit-identical.
+    `update` must be deterministic given its arguments, so resumed runs stay bit-identical. It may
+    change any array leaf (integer ones, such as a support's indices, included: `fit` carries them
+    untrained), not the pytree structure or shapes.
     """
 
     every: eqx.AbstractVar[int]
@@ -280,7 +282,8 @@ def fit(objective: Expectation, params: Any, *data: Any, optimizer: optax.Gradie
     first_batch = jax.tree.map(lambda d: d[:batch_size], data) if batch_size else data
     with _plates.subsampling(n, batch_size) if batch_size else _nullcontext(), _mesh.active(mesh):
         state = objective.init_state(params, *first_batch)
-    carry = _Carry(dynamic, optimizer.init(eqx.filter(dynamic, eqx.is_inexact_array)), key, state, jnp.arange(max(n, 1)), jnp.array(n, jnp.int32),
+    opt_state = optimizer.init(eqx.filter(dynamic, eqx.is_inexact_array))
+    carry = _Carry(dynamic, opt_state, key, state, jnp.arange(max(n, 1)), jnp.array(n, jnp.int32),
                    jnp.array(0, jnp.int32), jnp.array(0, jnp.int32), jnp.array(-1, jnp.int32))
     carry = jax.tree.map(_strong, carry)  # weak types would change after one step and recompile
     history: list[np.ndarray] = []
