@@ -80,7 +80,9 @@ class Strategy(eqx.Module):
     replace the parameters and optimiser state (pruning and regrowing a sparse support, say).
 
     Subclasses define `every` and `update(step, params, opt_state, context) -> (params, opt_state)`;
-    `update` must be deterministic given its arguments, so resumed runs stay bit-identical.
+    `update` must be deterministic given its arguments, so resumed runs stay bit-identical. It may
+    change any array leaf (integer ones, such as a support's indices, included: `fit` carries them
+    untrained), not the pytree structure or shapes.
     """
 
     every: eqx.AbstractVar[int]
@@ -155,8 +157,9 @@ def _step_fn(objective: Expectation, optimizer: optax.GradientTransformation, st
         grads = jax.tree.map(jnp.negative, eqx.filter(grads, eqx.is_inexact_array))
         loss = -value
         finite = jnp.isfinite(loss) & _all_finite(grads)
-        updates, opt_state = optimizer.update(grads, carry.opt_state, carry.params)
-        new_params = optax.apply_updates(carry.params, updates)
+        trainable, fixed = eqx.partition(carry.params, eqx.is_inexact_array)
+        updates, opt_state = optimizer.update(grads, carry.opt_state, trainable)
+        new_params = eqx.combine(optax.apply_updates(trainable, updates), fixed)
         ok = active & finite
         advance = active if skip else ok  # in raise mode the failing step's key is kept for diagnosis
         pick = lambda new, old: jax.tree.map(lambda a, b: jnp.where(ok, a, b), new, old)  # noqa: E731
@@ -264,7 +267,9 @@ def fit(objective: Expectation, params: Any, *data: Any, optimizer: optax.Gradie
     _check_finite_start(params)
     optimizer = optimizer if optimizer is not None else optax.adam(1e-3)
     key = jax.random.PRNGKey(key) if isinstance(key, int) else key
-    dynamic, static = eqx.partition(params, eqx.is_inexact_array)
+    # array leaves ride in the carry (so a strategy may change integer ones, e.g. a sparse
+    # support's indices); only the floating-point ones are trained
+    dynamic, static = eqx.partition(params, eqx.is_array)
     chunk = chunk_size or min(num_steps, 100)
     for every in (checkpoint_every, strategy.every if strategy is not None else None):
         if every is not None:
@@ -277,7 +282,8 @@ def fit(objective: Expectation, params: Any, *data: Any, optimizer: optax.Gradie
     first_batch = jax.tree.map(lambda d: d[:batch_size], data) if batch_size else data
     with _plates.subsampling(n, batch_size) if batch_size else _nullcontext(), _mesh.active(mesh):
         state = objective.init_state(params, *first_batch)
-    carry = _Carry(dynamic, optimizer.init(dynamic), key, state, jnp.arange(max(n, 1)), jnp.array(n, jnp.int32),
+    opt_state = optimizer.init(eqx.filter(dynamic, eqx.is_inexact_array))
+    carry = _Carry(dynamic, opt_state, key, state, jnp.arange(max(n, 1)), jnp.array(n, jnp.int32),
                    jnp.array(0, jnp.int32), jnp.array(0, jnp.int32), jnp.array(-1, jnp.int32))
     carry = jax.tree.map(_strong, carry)  # weak types would change after one step and recompile
     history: list[np.ndarray] = []
@@ -343,8 +349,12 @@ class _Loop(NamedTuple):
         context = FitContext(self.objective, self.data, self.batch_size, jax.random.fold_in(self.key, step),
                              self.optimizer)
         params, opt_state = self.strategy.update(step, eqx.combine(carry.params, self.static), carry.opt_state, context)
-        return carry._replace(params=jax.tree.map(_strong, eqx.filter(params, eqx.is_inexact_array)),
-                              opt_state=jax.tree.map(_strong, opt_state))
+        dynamic = eqx.filter(params, eqx.is_array)
+        if jax.tree.structure(dynamic) != jax.tree.structure(carry.params) or \
+                jax.tree.structure(opt_state) != jax.tree.structure(carry.opt_state):
+            raise FitError(f"fit: strategy {type(self.strategy).__name__}.update at step {step} changed the structure "
+                           "of the parameters or of the optimiser state; it may change array values only")
+        return carry._replace(params=jax.tree.map(_strong, dynamic), opt_state=jax.tree.map(_strong, opt_state))
 
 
 def _crossed(previous: int, step: int, every: int | None) -> bool:
