@@ -177,6 +177,17 @@ def _problem(hurst=0.3, girsanov="expected"):
     return config, posterior, F.ObsModel(0.3), obs, jnp.arange(paths), F.model(config, 1, K), F.guide(config)
 
 
+def _prior_marginals(config, Fm, f, L):
+    """Mean and sd of X on the grid under the Euler chain (x0 = 0, type II)."""
+    m, P, means, sds = np.zeros(Fm.shape[0]), np.zeros(Fm.shape), [0.0], [0.0]
+    for t0, t1 in zip(config.grid[:-1], config.grid[1:]):
+        A = np.eye(Fm.shape[0]) + Fm * (t1 - t0)
+        m, P = A @ m + f * (t1 - t0), A @ P @ A.T + np.outer(L, L) * (t1 - t0)
+        means.append(m[0])
+        sds.append(np.sqrt(P[0, 0]))
+    return np.array(means), np.array(sds)
+
+
 def test_shapes_and_prior_elbo_against_kalman():
     config, posterior, obs_model, obs, index, model, guide = _problem()
     trace = guide.simulate(jax.random.PRNGKey(0), posterior, obs, index)
@@ -195,7 +206,7 @@ def test_shapes_and_prior_elbo_against_kalman():
     # E_prior log p(o|X) in closed form from the prior marginals (Kalman with no observations)
     prior_ll = 0.0
     for p in range(2):
-        _, mean, sd = F.kalman(np.zeros(0), config.grid, [], Fm, f, L, 0.3, 0.0, 0.0, "II", sde.gamma, smooth=True)
+        mean, sd = _prior_marginals(config, Fm, f, L)
         at = [int(np.argmin(np.abs(np.asarray(config.grid) - t))) for t in config.obs_times]
         o = np.asarray(obs[p, :, 0])
         prior_ll += np.sum(-0.5 * np.log(2 * np.pi * 0.09) - ((o - mean[at]) ** 2 + sd[at] ** 2) / (2 * 0.09))
@@ -209,13 +220,14 @@ def test_elbo_gradient_in_hurst_matches_finite_differences():
     objective = elbo(model, guide, particles=8)
     key = jax.random.PRNGKey(4)
 
+    @jax.jit
     def value(h):
-        p = eqx.tree_at(lambda q: q.sde.hurst_logit, posterior, jnp.asarray(h, jnp.float32))
+        p = eqx.tree_at(lambda q: q.sde.hurst_logit, posterior, h)
         return objective.estimate(key, (obs_model, p), obs, index)
 
     grads = objective.grad_estimate(key, (obs_model, posterior), obs, index)
     h, eps = float(posterior.sde.hurst_logit), 1e-2
-    fd = (float(value(h + eps)) - float(value(h - eps))) / (2 * eps)
+    fd = (float(value(jnp.float32(h + eps))) - float(value(jnp.float32(h - eps)))) / (2 * eps)
     assert float(grads[1].sde.hurst_logit) == pytest.approx(fd, rel=2e-2, abs=1e-2)
 
 
@@ -272,3 +284,18 @@ def test_bad_input_is_refused_with_named_errors():
     config, posterior, obs_model, obs, index, model, guide = _problem()
     with pytest.raises(genvi.ShapeError, match="site 'obs'"):
         model.simulate(jax.random.PRNGKey(0), obs_model, obs[:, :2], index)
+
+
+def test_kalman_posterior_marginals_match_brute_force():
+    """Posterior sd of X on the grid from the Kalman module equals direct Gaussian conditioning
+    of Monte Carlo-free prior moments (one observation: closed-form update)."""
+    K, grid = 2, np.linspace(0, 1, 11)
+    Fm, f, L = F.augmented_matrices(0.4, -1.0, 0.0, 1.0, K, 10.0, 1.0, "II")
+    config = F.PathConfig([1.0], dt=0.1)
+    mean0, sd0 = _prior_marginals(config, Fm, f, L)
+    log_z, mean, sd = F.kalman(np.array([0.8]), grid, [1.0], Fm, f, L, 0.1, 0.0, 0.0, "II", F.gamma_grid(K, 10.0), smooth=True)
+    s2 = sd0[-1] ** 2 + 0.01
+    assert log_z == pytest.approx(-0.5 * np.log(2 * np.pi * s2) - 0.8**2 / (2 * s2), rel=1e-10)
+    assert sd[-1] ** 2 == pytest.approx(sd0[-1] ** 2 * 0.01 / s2, rel=1e-8)
+    assert mean[-1] == pytest.approx(sd0[-1] ** 2 / s2 * 0.8, rel=1e-8)
+    assert np.all(sd <= sd0 + 1e-12) and sd[0] == 0.0

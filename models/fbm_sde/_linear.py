@@ -53,9 +53,11 @@ def _transition(F, f, L, dt: float, method: str):
 def kalman(obs, grid, obs_times, F, f, L, noise: float, x0_mean: float, x0_var: float, kind: str,
            gamma, method: str = "euler", smooth: bool = False):
     """Log evidence of 1-D observations `obs` (n_obs,) of X at `obs_times` (on `grid`), and with
-    `smooth=True` also the posterior mean and sd of X at every grid point."""
+    `smooth=True` also the posterior mean and sd of X at every grid point. `obs` of shape
+    (n_obs, paths) gives the summed log evidence of independent paths (smoothing: one path)."""
     n = F.shape[0]
-    m = np.zeros(n)
+    obs = np.asarray(obs, np.float64)
+    m = np.zeros((n,) + obs.shape[1:])
     m[0] = x0_mean
     P = np.zeros((n, n))
     P[0, 0] = x0_var
@@ -67,25 +69,47 @@ def kalman(obs, grid, obs_times, F, f, L, noise: float, x0_mean: float, x0_var: 
     for j in range(len(grid)):
         if j > 0:
             A, c, Q = _transition(F, f, L, grid[j] - grid[j - 1], method)
-            m, P = A @ m + c, A @ P @ A.T + Q
+            m, P = A @ m + (c if m.ndim == 1 else c[:, None]), A @ P @ A.T + Q
             transitions.append(A)
         predicted.append((m, P))
         if j in obs_index:
             y = obs[obs_index[j]]
             S = P[0, 0] + noise**2
-            log_z += -0.5 * (np.log(2 * np.pi * S) + (y - m[0]) ** 2 / S)
+            log_z += np.sum(-0.5 * (np.log(2 * np.pi * S) + (y - m[0]) ** 2 / S))
             gain = P[:, 0] / S
-            m, P = m + gain * (y - m[0]), P - np.outer(gain, P[0, :])
+            m = m + (gain * (y - m[0]) if m.ndim == 1 else gain[:, None] * (y - m[0])[None, :])
+            P = P - np.outer(gain, P[0, :])
         filtered.append((m, P))
     if not smooth:
         return log_z
-    ms, Ps = filtered[-1]
-    means, sds = [ms[0]], [np.sqrt(max(Ps[0, 0], 0.0))]
-    for j in range(len(grid) - 2, -1, -1):
-        mf, Pf = filtered[j]
-        mp, Pp = predicted[j + 1]
-        G = Pf @ transitions[j].T @ np.linalg.pinv(Pp)
-        ms, Ps = mf + G @ (ms - mp), Pf + G @ (Ps - Pp) @ G.T
-        means.append(ms[0])
-        sds.append(np.sqrt(max(Ps[0, 0], 0.0)))
-    return log_z, np.array(means[::-1]), np.array(sds[::-1])
+    return (log_z, *_dense_posterior(obs, grid, obs_index, F, f, L, predicted[0], noise, method))
+
+
+def _dense_posterior(obs, grid, obs_index, F, f, L, initial, noise, method):
+    """Posterior mean and sd of X at every grid point by conditioning the joint prior Gaussian of
+    X on the grid (Cov(X_j, X_i) = e_0^T A_j ... A_{i+1} P_i e_0) on the observations: exact and,
+    unlike an RTS smoother, stable when the augmented covariance is nearly singular."""
+    m, P = initial
+    means, covs, steps = [m], [P], []
+    for j in range(1, len(grid)):
+        A, c, Q = _transition(F, f, L, grid[j] - grid[j - 1], method)
+        m, P = A @ m + c, A @ P @ A.T + Q
+        means.append(m)
+        covs.append(P)
+        steps.append(A)
+    n = len(grid)
+    C = np.zeros((n, n))
+    for i in range(n):
+        v = covs[i][:, 0]
+        C[i, i] = v[0]
+        for j in range(i + 1, n):
+            v = steps[j - 1] @ v
+            C[j, i] = C[i, j] = v[0]
+    mu = np.array([mm[0] for mm in means])
+    o = np.array(sorted(obs_index))
+    y = np.array([obs[obs_index[k]] for k in o])
+    S = C[np.ix_(o, o)] + noise**2 * np.eye(len(o))
+    W = np.linalg.solve(S, C[o, :]).T  # (n, n_obs)
+    post_mean = mu + W @ (y - mu[o])
+    post_var = np.diag(C) - np.sum(W * C[:, o], axis=1)
+    return post_mean, np.sqrt(np.maximum(post_var, 0.0))

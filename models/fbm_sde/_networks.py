@@ -16,25 +16,32 @@ from genvi import ConfigError
 
 
 class LinearDrift(eqx.Module):
-    """b(t, x) = slope * x + offset (elementwise): the fractional Ornstein-Uhlenbeck drift."""
+    """b(t, x) = slope * x + offset (elementwise): the fractional Ornstein-Uhlenbeck drift.
+    `trainable=False` stops its gradients (a fixed prior)."""
 
     slope: jax.Array
     offset: jax.Array
+    trainable: bool = eqx.field(static=True, default=True)
 
-    def __init__(self, slope, offset=0.0):
+    def __init__(self, slope, offset=0.0, trainable: bool = True):
         self.slope = jnp.asarray(slope, jnp.float32)
         self.offset = jnp.asarray(offset, jnp.float32)
+        self.trainable = trainable
 
     def __call__(self, t, x):
-        return self.slope * x + self.offset
+        slope, offset = (self.slope, self.offset) if self.trainable else jax.lax.stop_gradient((self.slope, self.offset))
+        return slope * x + offset
 
 
 class ConstantDiffusion(eqx.Module):
-    """sigma(t, x) = exp(log_scale), positive by construction; `scale` must be > 0."""
+    """sigma(t, x) = exp(log_scale), positive by construction; `scale` must be > 0.
+    `trainable=False` stops its gradient."""
 
     log_scale: jax.Array
+    trainable: bool = eqx.field(static=True, default=True)
 
-    def __init__(self, scale):
+    def __init__(self, scale, trainable: bool = True):
+        self.trainable = trainable
         scale = np.asarray(scale, np.float64)
         if not np.all(scale > 0):
             raise ConfigError(f"ConstantDiffusion: scale must be positive, got {scale.tolist()}; "
@@ -42,7 +49,8 @@ class ConstantDiffusion(eqx.Module):
         self.log_scale = jnp.log(jnp.asarray(scale, jnp.float32))
 
     def __call__(self, t, x):
-        return jnp.broadcast_to(jnp.exp(self.log_scale), x.shape)
+        log_scale = self.log_scale if self.trainable else jax.lax.stop_gradient(self.log_scale)
+        return jnp.broadcast_to(jnp.exp(log_scale), x.shape)
 
 
 class MLPDrift(eqx.Module):

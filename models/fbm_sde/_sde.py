@@ -129,6 +129,16 @@ class PathConfig(eqx.Module):
         self.solver, self.brownian, self.girsanov = solver, brownian, girsanov
         self.x0 = None if x0 is None else tuple(np.asarray(x0, np.float64).reshape(-1).tolist())
 
+    def with_girsanov(self, girsanov: str) -> "PathConfig":
+        """The same path with another Girsanov term (e.g. "full" to evaluate exact log weights)."""
+        if girsanov not in ("expected", "full"):
+            raise ConfigError(f"girsanov must be one of ('expected', 'full'), got {girsanov!r}")
+        new = object.__new__(PathConfig)
+        for name in ("obs_times", "grid", "t0", "solver", "brownian", "x0"):
+            object.__setattr__(new, name, getattr(self, name))
+        object.__setattr__(new, "girsanov", girsanov)
+        return new
+
     @property
     def horizon(self) -> float:
         """T, the time span the MA-fBM weights are optimised for."""
