@@ -82,8 +82,8 @@ def _bridge(hurst, quick):
 def _train_bridge(hurst, quick, key):
     config, posterior, obs_model, obs, index = _bridge(hurst, quick)
     model, guide = F.model(config, 1, 5), F.guide(config)
-    steps = 600 if quick else 2500
-    opt = optax.adam(optax.cosine_decay_schedule(0.05, steps, alpha=0.01))
+    steps = 1500 if quick else 5000
+    opt = optax.adam(optax.cosine_decay_schedule(0.1, steps, alpha=0.05))
     t0 = time.time()
     res = vi.fit(elbo(model, guide, particles=32), (obs_model, posterior), obs, index, optimizer=opt,
                  num_steps=steps, key=key, progress=False)
@@ -150,8 +150,8 @@ def table_learn_hurst(quick: bool) -> list[tuple[str, bool]]:
                               num_processes=K)
         posterior = F.Posterior(sde, F.AffineControl(config.grid, 1, K, num_paths=paths), num_paths=paths)
         obs, index = jnp.asarray(data[..., None], jnp.float32), jnp.arange(paths)
-        steps = 800 if quick else 3000
-        opt = optax.adam(optax.cosine_decay_schedule(0.05, steps, alpha=0.02))
+        steps = 1500 if quick else 5000
+        opt = optax.adam(optax.cosine_decay_schedule(0.1, steps, alpha=0.05))
         t0 = time.time()
         res = vi.fit(elbo(F.model(config, 1, K), F.guide(config), particles=4), (F.ObsModel(0.02), posterior),
                      obs, index, optimizer=opt, num_steps=steps, key=j, progress=False)
