@@ -1,0 +1,29 @@
+"""Variational inference for SDEs driven by fractional noise (Daems, Opper, Crevecoeur, Birdal, ICLR 2024)."""
+
+from ._mafbm import approximation_error as approximation_error
+from ._mafbm import exp_gammaincc as exp_gammaincc
+from ._mafbm import fbm_second_moment as fbm_second_moment
+from ._mafbm import gamma_grid as gamma_grid
+from ._mafbm import omega_system as omega_system
+from ._mafbm import optimal_omega as optimal_omega
+from ._mafbm import stationary_covariance as stationary_covariance
+from ._brownian import GridBrownianPath as GridBrownianPath
+from ._model import ObsModel as ObsModel
+from ._model import Posterior as Posterior
+from ._model import guide as guide
+from ._model import model as model
+from ._model import sample_posterior as sample_posterior
+from ._model import sample_prior as sample_prior
+from ._networks import AffineControl as AffineControl
+from ._networks import ConstantDiffusion as ConstantDiffusion
+from ._networks import LinearDrift as LinearDrift
+from ._networks import MLPControl as MLPControl
+from ._networks import MLPDiffusion as MLPDiffusion
+from ._networks import MLPDrift as MLPDrift
+from ._path import PosteriorPath as PosteriorPath
+from ._path import ReferencePath as ReferencePath
+from ._sde import FractionalSDE as FractionalSDE
+from ._sde import PathConfig as PathConfig
+from ._sde import solve as solve
+from ._linear import augmented_matrices as augmented_matrices
+from ._linear import kalman as kalman
