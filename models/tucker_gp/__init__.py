@@ -31,6 +31,7 @@ from ._vi import entry_values as entry_values
 from ._vi import factors as factors
 from ._vi import fit_vi as fit_vi
 from ._vi import guide as guide
+from ._vi import guide_factors as guide_factors
 from ._vi import init_guide as init_guide
 from ._vi import model as model
 from ._vi import vi_posterior as vi_posterior

@@ -35,6 +35,7 @@ def _bridge(sde: StateSpace, rank: int, d1: jax.Array, d2: jax.Array, where: jax
     return tuple(stack_functions(pick(a, b, c), rank) for a, b, c in zip(before, inner, after))
 
 
+@jax.jit
 def interpolate(prior: ModePrior, sde: StateSpace, path: PathPosterior, t: jax.Array):
     """Posterior means (m, R) and covariances (m, R, R) of the mode's functions at `t` (m,)."""
     grid = prior.grid

@@ -74,6 +74,7 @@ def rts_smoother(prior: ModePrior, mf, Pf, mp, Pp) -> PathPosterior:
     return PathPosterior(mean, cov, cross)
 
 
+@jax.jit
 def smooth(prior: ModePrior, prec: jax.Array, shift: jax.Array) -> PathPosterior:
     """The exact Gaussian posterior of the chain given the messages (filter, then smoother)."""
     return rts_smoother(prior, *kalman_filter(prior, prec, shift))

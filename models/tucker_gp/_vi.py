@@ -89,19 +89,26 @@ def _untril(L: jax.Array) -> jax.Array:
     return jnp.tril(L, -1) + raw_diag[..., None] * eye
 
 
-def guide(spec: TuckerGP) -> genvi.GenerativeFunction:
-    """`guide(params, index, y)`: the structured family; `params` from `init_guide`."""
+def guide_factors(spec: TuckerGP) -> genvi.GenerativeFunction:
+    """The structured family over `factors`' sites (`"u{k}"`, `"W"`): `guide_factors(spec)(params)`."""
 
     @gen
-    def guide_factors(params):
+    def tucker_guide_factors(params):
         for k in range(spec.num_modes):
             sample(f"u{k}", GaussMarkov(params["trans"][k], params["loc"][k], _tril(params["tril"][k])))
         if not spec.cp:
             sample("W", dist.Normal(params["core_loc"], jax.nn.softplus(params["core_raw"])).to_event(spec.num_modes))
 
+    return tucker_guide_factors
+
+
+def guide(spec: TuckerGP) -> genvi.GenerativeFunction:
+    """`guide(params, index, y)`: the structured family; `params` from `init_guide`."""
+    fac = guide_factors(spec)
+
     @gen
     def tucker_guide(params, index, y):
-        sample("f", guide_factors(params))
+        sample("f", fac(params))
         sample("tau", dist.LogNormal(params["tau_loc"], jax.nn.softplus(params["tau_raw"])))
 
     return tucker_guide
