@@ -31,14 +31,27 @@ def test_state_space_prior_covariance_is_the_matern_kernel(kernel):
     grid = np.sort(np.random.default_rng(0).uniform(0, 1, 12)).astype(np.float32)
     sde = tg.matern_sde(kernel, 0.3, 1.7)
     prior = tg.mode_prior(sde, jnp.asarray(grid), rank=2)
-    cov = tg.prior_covariance(prior)  # (R, n, n), both functions identical
+    A, Q, H = (np.asarray(a, np.float64) for a in (prior.A, prior.Q, prior.H))
+    n = len(grid)
+    marg, P = [], np.zeros_like(A[0])  # the chain's marginal covariances, from x_(-1) = 0
+    for i in range(n):
+        P = A[i] @ P @ A[i].T + Q[i]
+        marg.append(P)
+    cov = np.zeros((2, n, n))
+    for i in range(n):  # Cov(x_j, x_i) = A_j … A_(i+1) P_i for j >= i
+        c = marg[i]
+        for j in range(i, n):
+            c = c if j == i else A[j] @ c
+            cov[:, j, i] = cov[:, i, j] = np.diag(H @ c @ H.T)
     K = tg.matern_kernel(kernel, 0.3, 1.7, jnp.asarray(grid), jnp.asarray(grid))
-    for r in range(2):
+    for r in range(2):  # both functions of the mode follow the kernel
         np.testing.assert_allclose(cov[r], K, rtol=2e-4, atol=2e-4 * 1.7)
     # P∞ is stationary: F P + P Fᵀ + L Qc Lᵀ = 0, and Van Loan's Q equals P∞ − A P∞ Aᵀ
     lyap = sde.F @ sde.Pinf + sde.Pinf @ sde.F.T + sde.L @ sde.Qc @ sde.L.T
     np.testing.assert_allclose(lyap, 0.0, atol=1e-4 * float(jnp.max(jnp.abs(sde.L @ sde.Qc @ sde.L.T))))
-    A, Q = tg._ssm.discretise(sde, jnp.asarray([0.01, 0.05, 0.4]))
+    gaps = jnp.asarray([0.01, 0.05, 0.4, 2.0])
+    A, Q = tg._ssm.discretise(sde, gaps)
+    np.testing.assert_allclose(A, jax.vmap(lambda t: jax.scipy.linalg.expm(sde.F * t))(gaps), rtol=1e-4, atol=1e-5)
     direct = sde.Pinf - A @ sde.Pinf @ jnp.swapaxes(A, 1, 2)
     np.testing.assert_allclose(Q, direct, atol=1e-4 * float(jnp.max(sde.Pinf)))
 
@@ -123,10 +136,17 @@ def _small_synthetic():
     return tg.synthetic_surface(seed=1, size=8, num_grids=5)
 
 
-def test_ep_fits_the_synthetic_surface_and_predicts_unseen_coordinates_sensibly():
+SMALL_SPEC = tg.TuckerGP((1, 1), kernel="matern32", lengthscale=0.15, variance=0.5, cp=True, b0=1e-3)  # noise-free
+
+
+@pytest.fixture(scope="module")
+def small_ep():
     syn = _small_synthetic()
-    spec = tg.TuckerGP((1, 1), kernel="matern32", lengthscale=0.1, variance=0.5, cp=True, b0=1e-3)  # noise-free
-    res = tg.fit_ep(spec, syn.train, num_iters=40, damping=0.1, damping_tau=0.2)
+    return syn, tg.fit_ep(SMALL_SPEC, syn.train, num_iters=40, damping=0.1, damping_tau=0.2)
+
+
+def test_ep_fits_the_synthetic_surface_and_predicts_unseen_coordinates_sensibly(small_ep):
+    syn, res = small_ep
     assert res.train_rmse[-1] < 0.5 * res.train_rmse[0]
     scale = syn.test_y.std()
     m, v = res.posterior.predict(syn.test_coords)
@@ -142,11 +162,10 @@ def test_ep_fits_the_synthetic_surface_and_predicts_unseen_coordinates_sensibly(
     np.testing.assert_allclose(vn - v, float(res.posterior.noise_var), rtol=1e-5)
 
 
-def test_ep_and_vi_routes_agree_on_a_small_problem():
-    syn = _small_synthetic()
-    spec = tg.TuckerGP((1, 1), kernel="matern32", lengthscale=0.15, variance=0.5, cp=True, b0=1e-3)
-    ep = tg.fit_ep(spec, syn.train, num_iters=40, damping=0.1, damping_tau=0.2).posterior
-    vi = tg.fit_vi(spec, syn.train, num_steps=1200, learning_rate=0.02, key=0).posterior
+def test_ep_and_vi_routes_agree_on_a_small_problem(small_ep):
+    syn, ep = small_ep
+    ep = ep.posterior
+    vi = tg.fit_vi(SMALL_SPEC, syn.train, num_steps=1200, learning_rate=0.02, key=0).posterior
     m_ep, v_ep = ep.predict(syn.test_coords)
     m_vi, v_vi = vi.predict(syn.test_coords)
     scale = syn.test_y.std()

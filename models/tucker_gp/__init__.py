@@ -25,7 +25,6 @@ from ._ssm import StateSpace as StateSpace
 from ._ssm import matern_kernel as matern_kernel
 from ._ssm import matern_sde as matern_sde
 from ._ssm import mode_prior as mode_prior
-from ._ssm import prior_covariance as prior_covariance
 from ._vi import VIResult as VIResult
 from ._vi import entry_values as entry_values
 from ._vi import factors as factors

@@ -35,8 +35,11 @@ class TuckerPosterior(eqx.Module):
 
     def latent(self, k: int, t) -> tuple[jax.Array, jax.Array]:
         """Mode k's R functions at coordinates `t` (m,): means (m, R) and covariances (m, R, R)."""
-        sde = self.spec.sde(k, self.priors[k].grid.dtype)
-        return _latent(self.priors[k], sde, self.paths[k], jnp.asarray(t, self.priors[k].grid.dtype))
+        dtype = self.priors[k].grid.dtype
+        t = np.asarray(t, dtype).reshape(-1)
+        padded = np.pad(t, (0, _bucket(len(t)) - len(t)), mode="edge")  # few shapes, few compiles
+        m, v = _latent(self.priors[k], self.spec.sde(k, dtype), self.paths[k], jnp.asarray(padded))
+        return m[: len(t)], v[: len(t)]
 
     def predict(self, coords, *, noise: bool = False, batch_size: int = 4096) -> tuple[jax.Array, jax.Array]:
         """Predictive mean and variance of f at `coords` (N, K), seen or unseen coordinates.
@@ -50,8 +53,16 @@ class TuckerPosterior(eqx.Module):
             m, v = self.latent(k, uniq)
             means.append(m[inv.reshape(-1)])
             seconds.append((v + m[:, :, None] * m[:, None, :])[inv.reshape(-1)])
-        mean, var = _entry_predict(self.core_mean, self.core_cov, means, seconds, batch_size)
-        return mean, var + (self.noise_var if noise else 0.0)
+        n = c.shape[0]
+        pad = lambda a: jnp.pad(a, [(0, _bucket(n) - n)] + [(0, 0)] * (a.ndim - 1))  # noqa: E731
+        mean, var = _entry_predict(self.core_mean, self.core_cov, [pad(m) for m in means],
+                                   [pad(s) for s in seconds], min(batch_size, _bucket(n)))
+        return mean[:n], var[:n] + (self.noise_var if noise else 0.0)
+
+
+def _bucket(n: int) -> int:
+    """The next power of two >= max(n, 16): query arrays are padded to it to reuse compilations."""
+    return 1 << max(4, (max(n, 1) - 1).bit_length())
 
 
 @jax.jit
