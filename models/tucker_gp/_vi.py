@@ -16,6 +16,7 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import numpyro.distributions as dist
 import optax
 
@@ -128,10 +129,21 @@ def _markov_params(path_mean, path_cov, cross, jitter: float):
     return T, b, jnp.linalg.cholesky(0.5 * (S + S.swapaxes(-1, -2)) + jitter * eye)
 
 
+def data_scale(spec: TuckerGP, y) -> tuple[float, float]:
+    """A factor scale c and noise precision that put the initial model on the data's scale:
+    `U(0, 2c)` factor means make `E[f]` ≈ mean(y) (CP: R c^K; Tucker with a U(0, 1) core:
+    ½ R^K c^K); τ starts at 1 / var(y)."""
+    y = np.asarray(y, np.float64)
+    K, P = spec.num_modes, float(np.prod(spec.ranks))
+    per = abs(y.mean()) / (spec.ranks[0] if spec.cp else 0.5 * P)
+    return 2.0 * max(per, 1e-3) ** (1.0 / K), 1.0 / max(y.var(), 1e-12)
+
+
 def init_guide(spec: TuckerGP, priors: list[ModePrior], key: jax.Array | int = 0, *, init_scale: float = 1.0,
-               scale: float = 0.1, posterior: TuckerPosterior | None = None) -> dict[str, Any]:
+               scale: float = 0.1, posterior: TuckerPosterior | None = None, tau: float = 1.0) -> dict[str, Any]:
     """Guide parameters: the prior's transitions with random means `U(0, init_scale)` (as EP's
-    start) and `scale` × the prior's step Choleskys; or the Markov form of `posterior`'s paths."""
+    start), `scale` × the prior's step Choleskys and τ near `tau`; or the Markov form of
+    `posterior`'s paths."""
     key = jax.random.PRNGKey(key) if isinstance(key, int) else key
     keys = jax.random.split(key, spec.num_modes + 1)
     dtype = priors[0].A.dtype
@@ -158,7 +170,7 @@ def init_guide(spec: TuckerGP, priors: list[ModePrior], key: jax.Array | int = 0
             params["core_loc"] = jax.random.uniform(keys[-1], spec.ranks, dtype)
             sd = jnp.full(spec.ranks, 0.1, dtype)
         params["core_raw"] = sd + jnp.log(-jnp.expm1(-sd))
-    params["tau_loc"] = jnp.asarray(0.0, dtype)
+    params["tau_loc"] = jnp.asarray(np.log(tau), dtype)
     params["tau_raw"] = jnp.asarray(-2.0, dtype)
     return params
 
@@ -186,11 +198,13 @@ class VIResult(NamedTuple):
 
 def fit_vi(spec: TuckerGP, data: TensorData, *, num_steps: int, batch_size: int | None = None,
            learning_rate: float = 1e-2, key: int = 0, analytic_kl: bool = True, init: dict | None = None,
-           init_scale: float = 1.0, progress: bool = False, **fit_kwargs) -> VIResult:
+           init_scale: float | None = None, progress: bool = False, **fit_kwargs) -> VIResult:
     """Train the structured family on the ELBO with `genvi.vi.fit` (Adam), minibatching entries.
 
-    `init`: guide parameters to start from (default `init_guide(spec, priors, key)`); other
-    keyword arguments go to `genvi.vi.fit` (checkpoints, callbacks, mesh, ...).
+    `init`: guide parameters to start from (default `init_guide(spec, priors, key)` with
+    `init_scale` and τ from `data_scale` unless `init_scale` is given: small Adam steps need a
+    start on the data's scale, where EP's large steps do not); other keyword arguments go to
+    `genvi.vi.fit` (checkpoints, callbacks, mesh, ...).
     """
     if len(data.grids) != spec.num_modes:
         raise ShapeError(f"fit_vi: data has {len(data.grids)} modes but the model has {spec.num_modes} (len(ranks))")
@@ -198,7 +212,11 @@ def fit_vi(spec: TuckerGP, data: TensorData, *, num_steps: int, batch_size: int 
         raise ConfigError(f"fit_vi: batch_size must be in 1..{data.y.shape[0]} (the entries), got {batch_size}")
     dtype = jnp.asarray(data.y).dtype
     priors = spec.priors([jnp.asarray(g) for g in data.grids], dtype)
-    params = init if init is not None else init_guide(spec, priors, key, init_scale=init_scale)
+    c, tau = data_scale(spec, data.y)
+    if init is None:
+        init = init_guide(spec, priors, key, init_scale=c if init_scale is None else init_scale,
+                          tau=tau if init_scale is None else 1.0)
+    params = init
     objective = elbo(model(spec, priors), guide(spec), analytic_kl=analytic_kl)
     res = vi.fit(objective, (None, params), jnp.asarray(data.index), jnp.asarray(data.y), num_steps=num_steps,
                  batch_size=batch_size, optimizer=optax.adam(learning_rate), key=key, progress=progress,
