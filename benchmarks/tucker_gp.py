@@ -175,11 +175,15 @@ def real(name: str, folds, grid: list, iters: int, steps: int, grid_vi: list, vi
             runs.append((f"CP-ALS R={r}", lambda r=r: als(fold.train, fold.test_coords, (r,) * 3, True)))
             runs.append((f"Tucker-ALS R={r}", lambda r=r: als(fold.train, fold.test_coords, (r,) * 3, False)))
         runs.append(("GP-product (1.5k subsample)", lambda: gp_product(fold.train, fold.test_coords)))
-        for label, fn in runs:
-            t = time.perf_counter()
-            rows.setdefault(label, []).append((*rmse_mae(fn(), fold.test_y), time.perf_counter() - t))
-            r = rows[label][-1]
-            print(f"  [{name} fold {f}] {label:34s} RMSE {r[0]:.3f}  MAE {r[1]:.3f}  ({r[2]:.0f} s)", flush=True)
+        try:
+            for label, fn in runs:
+                t = time.perf_counter()
+                rows.setdefault(label, []).append((*rmse_mae(fn(), fold.test_y), time.perf_counter() - t))
+                r = rows[label][-1]
+                print(f"  [{name} fold {f}] {label:34s} RMSE {r[0]:.3f}  MAE {r[1]:.3f}  ({r[2]:.0f} s)", flush=True)
+        except KeyboardInterrupt:  # SIGINT: summarise what has finished
+            print(f"  [{name} fold {f}] interrupted: the table below covers the runs finished so far", flush=True)
+            break
     print(f"\n== {name}: test error over folds {list(folds)} (mean ± std) ==")
     print(f"  {'method':34s} {'RMSE':>15s} {'MAE':>15s}  reference")
     for label, vals in rows.items():
