@@ -1,0 +1,268 @@
+"""FunBaT (functional Bayesian Tucker decomposition): state-space priors, smoothing, both routes."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import genvi
+import genvi.models.tucker_gp as tg
+from genvi import ConfigError, ShapeError
+from genvi.models.tucker_gp import _moments
+from genvi.objectives import elbo
+
+KERNELS = ["matern12", "matern32", "matern52"]
+
+
+def _dense_gp(kernel, ell, var, x, y, noise, xs):
+    """Exact GP regression posterior mean/variance at xs (float64 NumPy)."""
+    k = lambda a, b: np.asarray(tg.matern_kernel(kernel, ell, var, jnp.asarray(a), jnp.asarray(b)), np.float64)  # noqa: E731
+    Kxx = k(x, x) + noise * np.eye(len(x))
+    Ksx = k(xs, x)
+    mean = Ksx @ np.linalg.solve(Kxx, y)
+    cov = k(xs, xs) - Ksx @ np.linalg.solve(Kxx, Ksx.T)
+    return mean, np.diag(cov)
+
+
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_state_space_prior_covariance_is_the_matern_kernel(kernel):
+    grid = np.sort(np.random.default_rng(0).uniform(0, 1, 12)).astype(np.float32)
+    sde = tg.matern_sde(kernel, 0.3, 1.7)
+    prior = tg.mode_prior(sde, jnp.asarray(grid), rank=2)
+    A, Q, H = (np.asarray(a, np.float64) for a in (prior.A, prior.Q, prior.H))
+    n = len(grid)
+    marg, P = [], np.zeros_like(A[0])  # the chain's marginal covariances, from x_(-1) = 0
+    for i in range(n):
+        P = A[i] @ P @ A[i].T + Q[i]
+        marg.append(P)
+    cov = np.zeros((2, n, n))
+    for i in range(n):  # Cov(x_j, x_i) = A_j … A_(i+1) P_i for j >= i
+        c = marg[i]
+        for j in range(i, n):
+            c = c if j == i else A[j] @ c
+            cov[:, j, i] = cov[:, i, j] = np.diag(H @ c @ H.T)
+    K = tg.matern_kernel(kernel, 0.3, 1.7, jnp.asarray(grid), jnp.asarray(grid))
+    for r in range(2):  # both functions of the mode follow the kernel
+        np.testing.assert_allclose(cov[r], K, rtol=2e-4, atol=2e-4 * 1.7)
+    # P∞ is stationary: F P + P Fᵀ + L Qc Lᵀ = 0, and Van Loan's Q equals P∞ − A P∞ Aᵀ
+    lyap = sde.F @ sde.Pinf + sde.Pinf @ sde.F.T + sde.L @ sde.Qc @ sde.L.T
+    np.testing.assert_allclose(lyap, 0.0, atol=1e-4 * float(jnp.max(jnp.abs(sde.L @ sde.Qc @ sde.L.T))))
+    gaps = jnp.asarray([0.01, 0.05, 0.4, 2.0])
+    A, Q = tg._ssm.discretise(sde, gaps)
+    np.testing.assert_allclose(A, jax.vmap(lambda t: jax.scipy.linalg.expm(sde.F * t))(gaps), rtol=1e-4, atol=1e-5)
+    direct = sde.Pinf - A @ sde.Pinf @ jnp.swapaxes(A, 1, 2)
+    np.testing.assert_allclose(Q, direct, atol=1e-4 * float(jnp.max(sde.Pinf)))
+
+
+def _observations(seed=1, n=40):
+    rng = np.random.default_rng(seed)
+    x = rng.choice(np.linspace(0, 1, 25), n)  # duplicates on purpose: merged into one state
+    y = np.sin(6 * x) + 0.1 * rng.normal(size=n)
+    return x.astype(np.float32), y.astype(np.float32)
+
+
+@pytest.mark.parametrize("kernel", ["matern12", "matern32"])
+def test_kalman_smoother_and_interpolation_match_dense_gp_regression(kernel):
+    x, y = _observations()
+    noise = 0.05
+    grid, inv = np.unique(x, return_inverse=True)
+    prior = tg.mode_prior(tg.matern_sde(kernel, 0.2, 1.0), jnp.asarray(grid), rank=1)
+    prec = np.bincount(inv, minlength=len(grid)) / noise  # merged Gaussian messages per coordinate
+    shift = np.bincount(inv, weights=y, minlength=len(grid)) / noise
+    path = tg.smooth(prior, jnp.asarray(prec, jnp.float32)[:, None, None], jnp.asarray(shift, jnp.float32)[:, None])
+    mean, var = _dense_gp(kernel, 0.2, 1.0, x, y, noise, grid)
+    np.testing.assert_allclose(path.mean[:, 0], mean, atol=2e-3)
+    np.testing.assert_allclose(path.cov[:, 0, 0], var, atol=2e-3)
+    # unseen coordinates: between grid points, before the first and after the last
+    xs = np.array([-0.3, -0.01, 0.013, 0.51, 0.777, 1.0, 1.02, 1.5], np.float32)
+    m, v = tg.interpolate(prior, tg.matern_sde(kernel, 0.2, 1.0), path, jnp.asarray(xs))
+    mean, var = _dense_gp(kernel, 0.2, 1.0, x, y, noise, xs)
+    np.testing.assert_allclose(m[:, 0], mean, atol=2e-3)
+    np.testing.assert_allclose(v[:, 0, 0], var, atol=2e-3)
+
+
+def test_gauss_markov_closed_form_kl_and_marginals_match_monte_carlo(key):
+    grid = jnp.linspace(0.0, 1.0, 6)
+    p = tg.GaussMarkov.from_prior(tg.mode_prior(tg.matern_sde("matern32", 0.3, 1.0), grid, rank=1))
+    k1, k2 = jax.random.split(key)
+    q = tg.GaussMarkov(p.trans * 0.9, 0.3 * jax.random.normal(k1, p.loc.shape), p.scale_tril * 0.7)
+    xs = jax.jit(lambda k: q.sample(k, (20_000,)))(k2)
+    log_ratio = np.asarray(jax.jit(lambda x: q.log_prob(x) - p.log_prob(x))(xs), np.float64)
+    kl = float(numpyro_kl(q, p))
+    se = log_ratio.std() / np.sqrt(len(log_ratio))
+    assert abs(log_ratio.mean() - kl) < 5 * se
+    marg = q.marginals()
+    emp = np.asarray(xs, np.float64)
+    se_m = emp.std(0) / np.sqrt(len(emp))
+    assert np.all(np.abs(emp.mean(0) - marg.mean) < 5 * se_m + 1e-6)
+    cross = np.mean((emp[:, 2] - emp[:, 2].mean(0))[:, :, None] * (emp[:, 3] - emp[:, 3].mean(0))[:, None, :], 0)
+    np.testing.assert_allclose(cross, marg.cross[2], atol=0.05 * float(jnp.max(jnp.abs(marg.cov[2]))))
+
+
+def numpyro_kl(q, p):
+    from numpyro.distributions.kl import kl_divergence
+
+    return kl_divergence(q, p)
+
+
+def test_tucker_moments_match_explicit_kronecker_products():
+    rng = np.random.default_rng(3)
+    ranks = (2, 3, 2)
+    W = rng.normal(size=ranks)
+    means = [rng.normal(size=r) for r in ranks]
+    covs = [(lambda a: a @ a.T)(rng.normal(size=(r, r))) for r in ranks]
+    seconds = [c + np.outer(m, m) for c, m in zip(covs, means)]
+    S = (lambda a: a @ a.T)(rng.normal(size=(12, 12))) / 12
+    j = lambda a: [jnp.asarray(v, jnp.float32) for v in a]  # noqa: E731
+    z = np.kron(np.kron(means[0], means[1]), means[2])
+    zz = np.kron(np.kron(seconds[0], seconds[1]), seconds[2])
+    ef, ef2 = _moments.entry_moments(jnp.asarray(W, jnp.float32), jnp.asarray(S, jnp.float32), j(means), j(seconds))
+    w = W.reshape(-1)
+    np.testing.assert_allclose(ef, w @ z, rtol=1e-4)
+    np.testing.assert_allclose(ef2, w @ zz @ w + np.trace(S @ zz), rtol=1e-4)
+    for k in range(3):  # a = W_(k) (⊗_(j≠k) u^j)
+        Wk = np.moveaxis(W, k, 0).reshape(ranks[k], -1)
+        o = [i for i in range(3) if i != k]
+        ea, eaa = _moments.mode_moments(jnp.asarray(W, jnp.float32), j(means), j(seconds), k)
+        np.testing.assert_allclose(ea, Wk @ np.kron(means[o[0]], means[o[1]]), rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(eaa, Wk @ np.kron(seconds[o[0]], seconds[o[1]]) @ Wk.T, rtol=1e-4, atol=1e-4)
+    batch = [jnp.asarray(np.stack([s, 2 * s, s]), jnp.float32) for s in seconds]
+    np.testing.assert_allclose(_moments.kron_second_sum(batch, chunk=2), 10 * zz, rtol=1e-4, atol=1e-4)
+
+
+def _small_synthetic():
+    return tg.synthetic_surface(seed=1, size=8, num_grids=5)
+
+
+SMALL_SPEC = tg.TuckerGP((1, 1), kernel="matern32", lengthscale=0.15, variance=0.5, cp=True, b0=1e-3)  # noise-free
+
+
+@pytest.fixture(scope="module")
+def small_ep():
+    syn = _small_synthetic()
+    return syn, tg.fit_ep(SMALL_SPEC, syn.train, num_iters=40, damping=0.1, damping_tau=0.2)
+
+
+def test_ep_fits_the_synthetic_surface_and_predicts_unseen_coordinates_sensibly(small_ep):
+    syn, res = small_ep
+    assert res.train_rmse[-1] < 0.5 * res.train_rmse[0]
+    scale = syn.test_y.std()
+    m, v = res.posterior.predict(syn.test_coords)
+    assert np.sqrt(np.mean((np.asarray(m) - syn.test_y) ** 2)) < 0.25 * scale
+    mu, vu = res.posterior.predict(syn.unseen_coords)
+    assert np.all(np.isfinite(mu)) and np.all(np.isfinite(vu)) and np.all(vu >= 0)
+    assert np.sqrt(np.mean((np.asarray(mu) - syn.unseen_y) ** 2)) < 0.35 * scale
+    # far outside the data the latent function returns to its prior: mean -> 0, variance -> σ²
+    lm, lv = res.posterior.latent(0, jnp.asarray([0.5, 5.0]))
+    assert abs(float(lm[1, 0])) < 1e-3 and abs(float(lv[1, 0, 0]) - 0.5) < 1e-2
+    assert float(lv[1, 0, 0]) > float(lv[0, 0, 0])
+    _, vn = res.posterior.predict(syn.test_coords, noise=True)
+    np.testing.assert_allclose(vn - v, float(res.posterior.noise_var), rtol=1e-5)
+
+
+def test_ep_and_vi_routes_agree_on_a_small_problem(small_ep):
+    syn, ep = small_ep
+    ep = ep.posterior
+    vi = tg.fit_vi(SMALL_SPEC, syn.train, num_steps=1200, learning_rate=0.02, key=0).posterior
+    m_ep, v_ep = ep.predict(syn.test_coords)
+    m_vi, v_vi = vi.predict(syn.test_coords)
+    scale = syn.test_y.std()
+    rms = lambda a: float(np.sqrt(np.mean(np.square(a))))  # noqa: E731
+    assert rms(m_vi - syn.test_y) < 0.35 * scale and rms(m_ep - syn.test_y) < 0.35 * scale
+    assert rms(m_ep - m_vi) < 0.25 * scale
+    # the sign of a rank-1 CP factor is not identified, but f is; both posteriors are sharp
+    assert np.median(np.sqrt(v_vi)) < 0.5 * scale and np.median(np.sqrt(v_ep)) < 0.5 * scale
+
+
+def test_tucker_core_ep_reduces_error_on_a_three_mode_tensor():
+    rng = np.random.default_rng(0)
+    coords = rng.uniform(0, 1, (300, 3))
+    y = np.sin(3 * coords[:, 0]) * np.cos(2 * coords[:, 1]) + coords[:, 2]
+    data = tg.tensor_data(coords, y)
+    spec = tg.TuckerGP((2, 2, 2), kernel="matern12", lengthscale=0.5, variance=1.0)
+    res = tg.fit_ep(spec, data, num_iters=15)
+    assert res.train_rmse[-1] < 0.5 * y.std()
+    m, v = res.posterior.predict(rng.uniform(0, 1, (20, 3)))
+    assert np.all(np.isfinite(m)) and np.all(np.isfinite(v))
+
+
+def test_duplicates_are_merged_and_unsorted_input_is_sorted():
+    syn = _small_synthetic()
+    c, y = np.asarray(syn.train.coords), np.asarray(syn.train.y)
+    perm = np.random.default_rng(0).permutation(len(y))
+    shuffled = tg.tensor_data(c[perm], y[perm])
+    assert all(np.array_equal(a, b) for a, b in zip(shuffled.grids, syn.train.grids))
+    assert len(syn.train.grids[0]) < len(y)  # many entries share each coordinate: one state each
+    np.testing.assert_array_equal(shuffled.grids[0][shuffled.index[:, 0]], c[perm, 0])
+    with pytest.raises(ConfigError, match="unsorted"):
+        tg.check_grid([0.0, 0.5, 0.2], "grid")
+    with pytest.raises(ConfigError, match="duplicate"):
+        tg.check_grid([0.0, 0.5, 0.5], "grid")
+
+
+def test_bad_input_is_named():
+    with pytest.raises(ConfigError, match="rank of mode 1"):
+        tg.TuckerGP((2, 0))
+    with pytest.raises(ConfigError, match="ranks"):
+        tg.TuckerGP(0)
+    with pytest.raises(ConfigError, match="one rank"):
+        tg.TuckerGP((2, 3), cp=True)
+    with pytest.raises(ConfigError, match="kernel"):
+        tg.TuckerGP((2, 2), kernel="rbf")
+    with pytest.raises(ConfigError, match="lengthscale"):
+        tg.TuckerGP((2, 2), lengthscale=-1.0)
+    with pytest.raises(ShapeError, match="variance has 3 entries"):
+        tg.TuckerGP((2, 2), variance=(1.0, 1.0, 1.0))
+    coords = np.array([[0.1, 0.2], [np.nan, 0.3]])
+    with pytest.raises(ConfigError, match="NaN"):
+        tg.tensor_data(coords, np.zeros(2))
+    with pytest.raises(ShapeError, match="y must have shape"):
+        tg.tensor_data(np.zeros((3, 2)), np.zeros(2))
+    data = tg.tensor_data(np.random.default_rng(0).uniform(size=(10, 2)), np.zeros(10))
+    with pytest.raises(ShapeError, match="2 modes"):
+        tg.fit_ep(tg.TuckerGP((1, 1, 1)), data)
+    with pytest.raises(ShapeError, match="2 modes"):
+        tg.fit_vi(tg.TuckerGP((1, 1, 1)), data, num_steps=1)
+    with pytest.raises(ConfigError, match="damping"):
+        tg.fit_ep(tg.TuckerGP((1, 1)), data, damping=1.0)
+    with pytest.raises(ShapeError, match="3 modes"):
+        tg.tensor_data(np.zeros((4, 3)), np.zeros(4), num_modes=2)
+
+
+def test_factors_compose_with_another_likelihood_in_a_genvi_model():
+    """The GP factors as a prior inside a user's own model: Poisson counts with f as log-rate."""
+    rng = np.random.default_rng(0)
+    data = tg.tensor_data(rng.uniform(size=(50, 2)), rng.poisson(3.0, 50).astype(np.float32))
+    spec = tg.TuckerGP((2, 2), kernel="matern12", lengthscale=0.3, cp=True)
+    priors = spec.priors([jnp.asarray(g) for g in data.grids])
+    fac = tg.factors(spec, priors)
+    import numpyro.distributions as dist
+
+    @genvi.gen
+    def counts(_, index, y):
+        us, core = genvi.sample("f", fac())
+        genvi.sample("y", dist.Poisson(jnp.exp(tg.entry_values(core, us, index))).to_event(1), obs=y)
+
+    gfac = tg.guide_factors(spec)
+
+    @genvi.gen
+    def counts_guide(params, index, y):
+        genvi.sample("f", gfac(params))
+
+    params = tg.init_guide(spec, priors, 0)
+    obj = elbo(counts, counts_guide)
+    value, grads = obj.value_and_grad_estimate(jax.random.PRNGKey(0), (None, params), jnp.asarray(data.index),
+                                               jnp.asarray(data.y))
+    assert np.isfinite(float(value))
+    assert all(np.all(np.isfinite(g)) for g in jax.tree.leaves(grads[1]))
+
+
+def test_funbat_data_loads_with_rescaled_coordinates():
+    if tg._data.data_dir() is None:
+        pytest.skip("FunBaT data not found: set GENVI_FUNBAT_DATA or place shared/data/funbat beside the repo")
+    fold = tg.load_funbat("us_temp", 0)
+    assert fold.ndims == (15, 95, 267)
+    assert fold.train.coords.min() >= 0 and fold.train.coords.max() <= 1
+    assert len(fold.train.y) + len(fold.test_y) == 55_944
