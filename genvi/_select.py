@@ -5,8 +5,9 @@ ELBO maximisation is a consistent model-selection rule, robust to misspecificati
 each candidate's variational family, estimate each fitted ELBO precisely, keep the largest.
 
 Restarts of one candidate share their shapes, so they train together: `fit`'s own step (the same
-minibatching, N/B scaling and NaN bookkeeping) is `jax.vmap`-ed over the restarts (and over
-replicate data sets when `datasets=True`) inside `fit`'s compiled `lax.scan` chunks. A restart
+minibatching, N/B scaling and NaN bookkeeping) is `jax.vmap`-ed over one flat axis of restarts
+(of every replicate data set when `datasets=True`) inside `fit`'s compiled `lax.scan` chunks;
+one flat axis, because XLA's compile time grows steeply with nested `vmap`s. A restart
 whose update turns non-finite freezes at its last finite parameters (as `fit`'s raise mode does)
 while the others go on; it is then excluded with a [`SelectionWarning`][] that names the
 candidate, the restart, the step and the first non-finite site. On a mesh the restart axis is
@@ -70,7 +71,7 @@ def _is_factory(init: Any) -> bool:
 
 
 def _initial(name: str, init: Any, keys: jax.Array) -> tuple[Any, Any]:
-    """Stacked trainable leaves `[S, R, ...]` and the shared static part of every restart."""
+    """Stacked trainable leaves `[S * R, ...]` (one per key) and the static part they share."""
     flat = keys.reshape(-1, keys.shape[-1])
     made = [init(k) for k in flat] if _is_factory(init) else [init]
     parts = [eqx.partition(p, eqx.is_inexact_array) for p in made]
@@ -137,16 +138,16 @@ def _probe(name: str, ex: Expectation, params: Any, data: tuple) -> None:
         jax.eval_shape(lambda p, d: ex.estimate(jax.random.PRNGKey(0), p, *d), params, data)
     except (GenviError, ValueError, TypeError) as err:
         shapes = [tuple(np.shape(x)) for x in jax.tree.leaves(data)]
-        raise ShapeError(f"select: candidate {name!r} cannot be evaluated on the data (data shapes {shapes}): "
+        raise ShapeError(f"select: candidate {name} cannot be evaluated on the data (data shapes {shapes}): "
                          f"{type(err).__name__}: {err}") from err
 
 
 def _runner(ex: Expectation, optimizer: optax.GradientTransformation, static: Any, batch_size: int | None,
             n: int, chunk: int) -> Callable:
-    """One compiled chunk of `fit`'s step over every restart `[S, R]` (restarts share the data of
-    their data set)."""
+    """One compiled chunk of `fit`'s step over the flat restart axis `[S * R]` (each restart with
+    the data of its data set)."""
     step = _fit._step_fn(ex, optimizer, static, batch_size, n, False, None)
-    batched = jax.vmap(jax.vmap(step, in_axes=(0, None, None)), in_axes=(0, 0, None))
+    batched = jax.vmap(step, in_axes=(0, 0, None))
 
     @jax.jit
     def run(carry, data, total):
@@ -158,8 +159,8 @@ def _runner(ex: Expectation, optimizer: optax.GradientTransformation, static: An
 def _train(name: str, ex: Expectation, optimizer: optax.GradientTransformation, run: Callable, dyn: Any,
            static: Any, data: tuple, keys: jax.Array, num_steps: int, batch_size: int | None, n: int,
            mesh: Mesh | None, progress: bool) -> tuple[_fit._Carry, np.ndarray]:
-    """Train every restart `[S, R]` with `run`; returns the final carries and the losses."""
-    params0 = eqx.combine(jax.tree.map(lambda a: a[0, 0], dyn), static)
+    """Train every restart `[S * R]` with `run`; returns the final carries and the losses."""
+    params0 = eqx.combine(jax.tree.map(lambda a: a[0], dyn), static)
     first = jax.tree.map(lambda d: d[0, :batch_size] if batch_size else d[0], data)
     with _plates.subsampling(n, batch_size) if batch_size else _fit._nullcontext():
         state = ex.init_state(params0, *first)
@@ -168,8 +169,8 @@ def _train(name: str, ex: Expectation, optimizer: optax.GradientTransformation, 
         return _fit._Carry(d, optimizer.init(d), k, state, jnp.arange(max(n, 1)), jnp.array(n, jnp.int32),
                            jnp.array(0, jnp.int32), jnp.array(0, jnp.int32), jnp.array(-1, jnp.int32))
 
-    carry = jax.tree.map(_fit._strong, jax.vmap(jax.vmap(carry_of))(dyn, keys))
-    carry = _shard(carry, mesh, PartitionSpec(None, RESTARTS))
+    carry = jax.tree.map(_fit._strong, jax.vmap(carry_of)(dyn, keys))
+    carry = _shard(carry, mesh, PartitionSpec(RESTARTS))
     data = _shard(data, mesh, PartitionSpec())
     bar, history = Progress(num_steps, 0, progress), []
     if bar.bar is not None:
@@ -190,19 +191,19 @@ def _train(name: str, ex: Expectation, optimizer: optax.GradientTransformation, 
 
 
 def _evaluator(ex: Expectation, static: Any, particles: int) -> Callable:
-    """`(dyn, data, key) -> (mean, se)` of `particles` independent estimates, vmapped over [S, R]."""
+    """`(dyn, data, key) -> (mean, se)` of `particles` independent estimates, vmapped over the
+    restarts; the particles run in a `lax.map` loop (a nested `vmap` would make XLA compile slowly)."""
     def one(dyn, data, key):
         params = eqx.combine(dyn, static)
-        values = jax.lax.map(lambda k: ex.estimate(k, params, *data), jax.random.split(key, particles),
-                             batch_size=min(particles, 64))
+        values = jax.lax.map(lambda k: ex.estimate(k, params, *data), jax.random.split(key, particles))
         se = jnp.std(values, ddof=1) / jnp.sqrt(particles) if particles > 1 else jnp.zeros(())
         return jnp.mean(values), se
 
-    return jax.jit(jax.vmap(jax.vmap(one, in_axes=(0, None, 0)), in_axes=(0, 0, 0)))
+    return jax.jit(jax.vmap(one))
 
 
 def _evidence(model: Any, guide: Any, static: Any, particles: int) -> Callable:
-    """`(dyn, data, key) -> (IWAE_K, delta-method se)` on the fitted guide, vmapped over [S, R]."""
+    """`(dyn, data, key) -> (IWAE_K, delta-method se)` on the fitted guide, vmapped over restarts."""
     from genvi.objectives._weights import split  # objectives build on the core; import when used
 
     def one(dyn, data, key):
@@ -212,13 +213,45 @@ def _evidence(model: Any, guide: Any, static: Any, particles: int) -> Callable:
             q = guide.simulate(k, guide_params, *data)
             return split(model.score(q.choices, model_params, *data), q, "select").log_w
 
-        lw = jax.lax.map(log_w, jax.random.split(key, particles), batch_size=min(particles, 64))
+        lw = jax.lax.map(log_w, jax.random.split(key, particles))
         bound = jnp.sum(logsumexp(lw, axis=0) - jnp.log(particles))
         norm = jax.nn.softmax(lw, axis=0)  # var(mean w) / mean(w)^2 = (K sum w~^2 - 1) / K
         var = jnp.sum(jnp.maximum(particles * jnp.sum(norm ** 2, axis=0) - 1.0, 0.0) / particles)
         return bound, jnp.sqrt(var)
 
-    return jax.jit(jax.vmap(jax.vmap(one, in_axes=(0, None, 0)), in_axes=(0, 0, 0)))
+    return jax.jit(jax.vmap(one))
+
+
+class _Prepared(NamedTuple):
+    name: str
+    model: Any
+    guide: Any
+    dyn: Any  # trainable leaves, [S * R, ...]
+    static: Any
+    k_train: jax.Array
+    k_eval: jax.Array
+    k_evid: jax.Array
+
+
+def _signature(tree: Any) -> tuple:
+    leaves, treedef = jax.tree.flatten(tree)
+    return treedef, [(jnp.shape(a), jnp.result_type(a)) for a in leaves]
+
+
+def _groups(prepared: list[_Prepared]) -> list[list[_Prepared]]:
+    """Candidates that differ only in array values (same model, guide, static parts and shapes)
+    train together in one compiled batch; the rest on their own."""
+    groups: list[list[_Prepared]] = []
+    for p in prepared:
+        for g in groups:
+            q = g[0]
+            if (q.model is p.model or q.model == p.model) and (q.guide is p.guide or q.guide == p.guide) \
+                    and _signature(q.dyn) == _signature(p.dyn) and eqx.tree_equal(q.static, p.static) is True:
+                g.append(p)
+                break
+        else:
+            groups.append([p])
+    return groups
 
 
 class _Parts(NamedTuple):
@@ -250,14 +283,16 @@ def _parts(*args: Any) -> _Parts:
 
 
 def _exclusions(name: str, ex: Expectation, static: Any, carry: _fit._Carry, data: tuple, elbos: np.ndarray,
-                batch_size: int | None, n: int, datasets: bool) -> np.ndarray:
+                batch_size: int | None, n: int, datasets: bool, offset: int = 0) -> np.ndarray:
     """Warn about every restart that failed; return the mask of kept restarts `[S, R]`."""
-    bad, kept = np.asarray(carry.bad), np.isfinite(elbos)
+    bad = np.asarray(carry.bad)[offset:offset + elbos.size].reshape(elbos.shape)
+    kept = np.isfinite(elbos)
     for s, r in zip(*np.nonzero((bad >= 0) | ~kept)):
         where = f"candidate {name!r}, restart {r}" + (f", data set {s}" if datasets else "")
         if bad[s, r] >= 0:
-            one = jax.tree.map(lambda a: a[s, r], carry)
-            err = _fit._nonfinite(ex, static, batch_size, n, one, jax.tree.map(lambda d: d[s], data))
+            b = offset + s * elbos.shape[1] + r
+            one = jax.tree.map(lambda a: a[b], carry)
+            err = _fit._nonfinite(ex, static, batch_size, n, one, jax.tree.map(lambda d: d[b], data))
             why = f"training stopped at step {err.step}" + (f" (site {err.site!r} not finite)" if err.site else "")
         else:
             why = f"its final ELBO estimate is {elbos[s, r]}"
@@ -315,38 +350,50 @@ def select(candidates: Mapping[str, tuple] | Sequence[tuple], *data: Any,
     if batch_size is not None and (not isinstance(batch_size, int) or not 1 <= batch_size <= n):
         raise ConfigError(f"select(batch_size={batch_size!r}): must be an integer in [1, {n}] (the data's rows)")
     stacked = data if datasets else jax.tree.map(lambda d: jnp.asarray(d)[None], data)
+    flat = jax.tree.map(lambda d: jnp.repeat(jnp.asarray(d), restarts, axis=0), stacked)  # [S * R, n, ...]
     mesh = _restart_axis(mesh, restarts)
     objective, criterion = objective or elbo, criterion or elbo
     optimizer = optimizer if optimizer is not None else _DEFAULT_OPTIMIZER
     key = jax.random.PRNGKey(key) if isinstance(key, int) else key
     chunk = chunk_size or min(num_steps, 100)
 
-    out: list[dict[str, CandidateResult]] = [{} for _ in range(num_sets)]
+    grid = lambda k: jax.random.split(k, num_sets * restarts)  # noqa: E731  flat [S * R] keys
+    prepared = []
     for index, (name, (model, guide, init)) in enumerate(cands.items()):
-        k_init, k_train, k_eval, k_evid = jax.random.split(jax.random.fold_in(key, index), 4)
-        grid = lambda k: jax.random.split(k, num_sets * restarts).reshape(num_sets, restarts, -1)  # noqa: E731
-        dyn, static = _initial(name, init, grid(k_init))
-        parts = _parts(objective, criterion, model, guide, optimizer, static, batch_size, n, chunk,
+        k_init, *k_rest = jax.random.split(jax.random.fold_in(key, index), 4)
+        prepared.append(_Prepared(name, model, guide, *_initial(name, init, grid(k_init)), *map(grid, k_rest)))
+    out: list[dict[str, CandidateResult]] = [{} for _ in range(num_sets)]
+    for group in _groups(prepared):
+        head, size = group[0], len(group)
+        cat = lambda *trees: jax.tree.map(lambda *a: jnp.concatenate(a), *trees)  # noqa: E731  [C * S * R]
+        dyn, data_c = cat(*[g.dyn for g in group]), cat(*[flat] * size)
+        parts = _parts(objective, criterion, head.model, head.guide, optimizer, head.static, batch_size, n, chunk,
                        eval_particles, evidence_particles)
-        ex = parts.objective
-        _probe(name, ex, eqx.combine(jax.tree.map(lambda a: a[0, 0], dyn), static),
-               jax.tree.map(lambda d: d[0], stacked))
-        carry, losses = _train(name, ex, optimizer, parts.run, dyn, static, stacked, grid(k_train), num_steps,
-                               batch_size, n, mesh, progress)
-        trained = _shard(carry.params, mesh, PartitionSpec(None, RESTARTS))
-        elbos, ses = map(np.asarray, parts.evaluate(trained, stacked, grid(k_eval)))
+        names = ", ".join(repr(g.name) for g in group)
+        _probe(names, parts.objective, eqx.combine(jax.tree.map(lambda a: a[0], dyn), head.static),
+               jax.tree.map(lambda d: d[0], flat))
+        carry, losses = _train(names, parts.objective, optimizer, parts.run, dyn, head.static, data_c,
+                               cat(*[g.k_train for g in group]), num_steps, batch_size, n, mesh, progress)
+        trained = _shard(carry.params, mesh, PartitionSpec(RESTARTS))
+        shaped = lambda a: np.asarray(a).reshape(size, num_sets, restarts)  # noqa: E731
+        elbos, ses = map(shaped, parts.evaluate(trained, data_c, cat(*[g.k_eval for g in group])))
+        evid = evid_se = np.full_like(elbos, np.nan)
         if parts.evidence is not None:
-            evid, evid_se = map(np.asarray, parts.evidence(trained, stacked, grid(k_evid)))
-        else:
-            evid = evid_se = np.full_like(elbos, np.nan)
-        kept = _exclusions(name, ex, static, carry, stacked, elbos, batch_size, n, datasets)
-        for s in range(num_sets):
-            e = np.where(kept[s], elbos[s], np.nan)
-            best = int(np.nanargmax(e)) if kept[s].any() else 0
-            params = eqx.combine(jax.tree.map(lambda a: a[s, best], carry.params), static)
-            out[s][name] = CandidateResult(name, e, np.where(kept[s], ses[s], np.nan),
-                                           np.where(kept[s], evid[s], np.nan), np.where(kept[s], evid_se[s], np.nan),
-                                           tuple(int(r) for r in np.nonzero(~kept[s])[0]), params, losses[:, s])
+            evid, evid_se = map(shaped, parts.evidence(trained, data_c, cat(*[g.k_evid for g in group])))
+        losses = losses.reshape(len(losses), size, num_sets, restarts)
+        for c, g in enumerate(group):
+            kept = _exclusions(g.name, parts.objective, g.static, carry, data_c, elbos[c], batch_size, n,
+                               datasets, offset=c * num_sets * restarts)
+            for s in range(num_sets):
+                e = np.where(kept[s], elbos[c, s], np.nan)
+                best = int(np.nanargmax(e)) if kept[s].any() else 0
+                b = (c * num_sets + s) * restarts + best
+                params = eqx.combine(jax.tree.map(lambda a: a[b], carry.params), g.static)
+                out[s][g.name] = CandidateResult(
+                    g.name, e, np.where(kept[s], ses[c, s], np.nan), np.where(kept[s], evid[c, s], np.nan),
+                    np.where(kept[s], evid_se[c, s], np.nan), tuple(int(r) for r in np.nonzero(~kept[s])[0]),
+                    params, losses[:, c, s])
+    out = [{name: o[name] for name in cands} for o in out]  # the order given
     results = [_decide(c) for c in out]
     return results if datasets else results[0]
 

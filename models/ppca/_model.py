@@ -13,6 +13,12 @@ conditional, which is tighter than a mean-field factor over `z` and has no per-r
 parameters. The likelihood is NumPyro's `LowRankMultivariateNormal` (Woodbury: O(d k^2) per row).
 With `elbo(..., analytic_kl=True)` the loadings' KL is closed form (Normal against Normal).
 
+Candidates k = 1..kmax can share one compiled batch in `select`: `init(k, x, width=kmax)` pads
+the loadings to `kmax` columns and switches off the last `kmax - k` with a mask (`active`); a
+switched-off column has the same N(0, 1) law under the model and the guide (so it adds exactly
+zero to the ELBO) and is multiplied by zero in the likelihood, so the padded model *is* the
+k-component model.
+
 The prior scale `s` matters for selection (a fixed small `s` penalises every column and can pick
 k = 1 where a broad one picks the truth): by default it is a model parameter, so the ELBO is
 maximised over it (type-II maximum likelihood, as ARD does for one scale per column).
@@ -40,22 +46,27 @@ class ModelParams(eqx.Module):
     - `mean`: `[d]`, the data mean `mu` (maximum likelihood).
     - `log_prior_scale`: the loadings' prior log-scale `log s`: an array (trained, type-II) or a
       Python float (fixed, not trained).
-    - `k`: the number of components (static).
+    - `active`: `[width]`, 1.0 for the k components in use, 0.0 for padding (never trained).
     """
 
     mean: Float[Array, " d"]
     log_prior_scale: Float[Array, ""] | float
-    k: int = eqx.field(static=True)
+    active: Float[Array, " width"]
+
+    @property
+    def k(self) -> int:
+        return int(jnp.sum(self.active))
 
 
 class GuideParams(eqx.Module):
     """Mean-field guide: `q(W) = N(w_loc, exp(w_log_scale)^2)` elementwise, `q(sigma^2) =
-    LogNormal(noise_loc, exp(noise_log_scale))`."""
+    LogNormal(noise_loc, exp(noise_log_scale))`; padded columns (`active == 0`) are N(0, 1)."""
 
-    w_loc: Float[Array, "d k"]
-    w_log_scale: Float[Array, "d k"]
+    w_loc: Float[Array, "d width"]
+    w_log_scale: Float[Array, "d width"]
     noise_loc: Float[Array, ""]
     noise_log_scale: Float[Array, ""]
+    active: Float[Array, " width"]
 
 
 @gen
@@ -70,24 +81,28 @@ rows = genvi.vmap(_row, in_axes=(None, None, None, 0), plate="data")
 @gen
 def model(params: ModelParams, x: Float[Array, "n d"]) -> jax.Array:
     """PPCA with `z` integrated out; `x` is `[n, d]` (a `"data"` plate over rows)."""
-    d, k = params.mean.shape[0], params.k
-    scale = jnp.exp(params.log_prior_scale)
-    loadings = sample("W", dist.Normal(jnp.zeros((d, k)), scale).to_event(2))
+    active = jax.lax.stop_gradient(params.active)
+    d, width = params.mean.shape[0], active.shape[0]
+    scale = jnp.where(active > 0, jnp.exp(params.log_prior_scale), 1.0)
+    loadings = sample("W", dist.Normal(jnp.zeros((d, width)), jnp.broadcast_to(scale, (d, width))).to_event(2))
     noise = sample("noise", dist.InverseGamma(*NOISE_PRIOR))
-    sample("rows", rows(loadings, params.mean, noise, x))
-    return loadings
+    sample("rows", rows(loadings * active, params.mean, noise, x))
+    return loadings * active
 
 
 @gen
 def guide(params: GuideParams, x: Float[Array, "n d"]) -> jax.Array:
     """The mean-field variational family over the loadings and the noise variance."""
     del x
+    on = jax.lax.stop_gradient(params.active) > 0
     sample("noise", dist.LogNormal(params.noise_loc, jnp.exp(params.noise_log_scale)))
-    return sample("W", dist.Normal(params.w_loc, jnp.exp(params.w_log_scale)).to_event(2))
+    loc = jnp.where(on, params.w_loc, 0.0)
+    scale = jnp.where(on, jnp.exp(params.w_log_scale), 1.0)
+    return sample("W", dist.Normal(loc, scale).to_event(2))
 
 
-def init(k: int, x: Float[Array, "n d"], *, prior_scale: float | str = "learned",
-         init_scale: float = 0.1) -> Callable[[jax.Array], tuple[ModelParams, GuideParams]]:
+def init(k: int, x: Float[Array, "n d"], *, prior_scale: float | str = "learned", init_scale: float = 0.1,
+         width: int | None = None) -> Callable[[jax.Array], tuple[ModelParams, GuideParams]]:
     """A factory `key -> (model_params, guide_params)` for k components on data like `x`.
 
     **Arguments:**
@@ -96,9 +111,14 @@ def init(k: int, x: Float[Array, "n d"], *, prior_scale: float | str = "learned"
     - `x`: the data `[n, d]`; its mean and variance set the starting mean and noise.
     - `prior_scale`: `"learned"` (type-II, the default) or a fixed positive loading prior scale.
     - `init_scale`: the spread of the random starting loadings (restarts differ by it).
+    - `width`: pad the loadings to this many columns (>= k), so that candidates of every k up
+      to `width` have the same shapes and `select` trains them in one compiled batch.
     """
     if not isinstance(k, int) or k < 1:
         raise genvi.ConfigError(f"ppca.init(k={k!r}): the number of components must be an integer >= 1")
+    width = k if width is None else width
+    if not isinstance(width, int) or width < k:
+        raise genvi.ConfigError(f"ppca.init(width={width!r}): must be an integer >= k = {k}")
     if jnp.ndim(x) != 2:
         raise genvi.ShapeError(f"ppca.init: x must be [rows, features], got shape {jnp.shape(x)}")
     if prior_scale != "learned" and not (isinstance(prior_scale, (int, float)) and prior_scale > 0):
@@ -108,10 +128,13 @@ def init(k: int, x: Float[Array, "n d"], *, prior_scale: float | str = "learned"
     mean, log_var = x.mean(0), jnp.log(jnp.mean(jnp.var(x, 0)))
     log_s = jnp.zeros(()) if prior_scale == "learned" else float(jnp.log(prior_scale))
 
+    active = (jnp.arange(width) < k).astype(x.dtype)
+
     def factory(key: jax.Array) -> tuple[ModelParams, GuideParams]:
-        w = init_scale * jax.random.normal(key, (d, k))
-        guide_params = GuideParams(w, jnp.full((d, k), jnp.log(init_scale)), log_var, jnp.log(jnp.array(0.1)))
-        return ModelParams(mean, log_s, k), guide_params
+        w = init_scale * jax.random.normal(key, (d, width))
+        guide_params = GuideParams(w, jnp.full((d, width), jnp.log(init_scale)), log_var,
+                                   jnp.log(jnp.array(0.1)), active)
+        return ModelParams(mean, log_s, active), guide_params
 
     return factory
 
