@@ -44,13 +44,15 @@ class ModelParams(eqx.Module):
     """The model's point parameters.
 
     - `mean`: `[d]`, the data mean `mu` (maximum likelihood).
-    - `log_prior_scale`: the loadings' prior log-scale `log s`: an array (trained, type-II) or a
-      Python float (fixed, not trained).
+    - `log_prior_scale`: the loadings' prior log-scale `log s`.
+    - `learn_scale`: 1.0 to learn `log s` (type-II), 0.0 to hold it fixed (never trained itself;
+      an array rather than a flag so fixed and learned candidates share one compiled batch).
     - `active`: `[width]`, 1.0 for the k components in use, 0.0 for padding (never trained).
     """
 
     mean: Float[Array, " d"]
-    log_prior_scale: Float[Array, ""] | float
+    log_prior_scale: Float[Array, ""]
+    learn_scale: Float[Array, ""]
     active: Float[Array, " width"]
 
     @property
@@ -83,7 +85,9 @@ def model(params: ModelParams, x: Float[Array, "n d"]) -> jax.Array:
     """PPCA with `z` integrated out; `x` is `[n, d]` (a `"data"` plate over rows)."""
     active = jax.lax.stop_gradient(params.active)
     d, width = params.mean.shape[0], active.shape[0]
-    scale = jnp.where(active > 0, jnp.exp(params.log_prior_scale), 1.0)
+    learn = jax.lax.stop_gradient(params.learn_scale)
+    log_s = learn * params.log_prior_scale + (1.0 - learn) * jax.lax.stop_gradient(params.log_prior_scale)
+    scale = jnp.where(active > 0, jnp.exp(log_s), 1.0)
     loadings = sample("W", dist.Normal(jnp.zeros((d, width)), jnp.broadcast_to(scale, (d, width))).to_event(2))
     noise = sample("noise", dist.InverseGamma(*NOISE_PRIOR))
     sample("rows", rows(loadings * active, params.mean, noise, x))
@@ -126,7 +130,9 @@ def init(k: int, x: Float[Array, "n d"], *, prior_scale: float | str = "learned"
     x = jnp.asarray(x)
     d = x.shape[1]
     mean, log_var = x.mean(0), jnp.log(jnp.mean(jnp.var(x, 0)))
-    log_s = jnp.zeros(()) if prior_scale == "learned" else float(jnp.log(prior_scale))
+    learned = prior_scale == "learned"
+    log_s = jnp.zeros((), x.dtype) if learned else jnp.log(jnp.asarray(prior_scale, x.dtype))
+    learn = jnp.asarray(1.0 if learned else 0.0, x.dtype)
 
     active = (jnp.arange(width) < k).astype(x.dtype)
 
@@ -134,7 +140,7 @@ def init(k: int, x: Float[Array, "n d"], *, prior_scale: float | str = "learned"
         w = init_scale * jax.random.normal(key, (d, width))
         guide_params = GuideParams(w, jnp.full((d, width), jnp.log(init_scale)), log_var,
                                    jnp.log(jnp.array(0.1)), active)
-        return ModelParams(mean, log_s, active), guide_params
+        return ModelParams(mean, log_s, learn, active), guide_params
 
     return factory
 
