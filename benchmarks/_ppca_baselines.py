@@ -39,23 +39,29 @@ def bic_ml_ppca(x: np.ndarray, kmax: int) -> int:
     return int(np.argmin(bic)) + 1
 
 
-def ard_bayesian_pca(x: np.ndarray, iterations: int = 2000, tol: float = 1e-2, seed: int = 0) -> int:
+def ard_bayesian_pca(x: np.ndarray, iterations: int = 500, tol: float = 1e-2, seed: int = 0) -> np.ndarray | int:
     """Bishop's Bayesian PCA: the number of columns whose |w_j|^2 stays above `tol` times the
-    largest (pruned columns shrink towards zero geometrically)."""
-    n, d = x.shape
+    largest (pruned columns shrink towards zero geometrically). `x` is `[n, d]` or a stack
+    `[S, n, d]` of data sets (then one choice per data set, computed in one batched loop)."""
+    single = x.ndim == 2
+    x = x[None] if single else x
+    _, n, d = x.shape
     q = d - 1
-    xc = x - x.mean(0)
-    s = xc.T @ xc / n
-    rng = np.random.default_rng(seed)
-    w = rng.normal(size=(d, q)) * np.sqrt(np.trace(s) / d / q)
-    noise = np.trace(s) / d
+    xc = x - x.mean(1, keepdims=True)
+    s = np.einsum("snd,sne->sde", xc, xc) / n
+    var = np.trace(s, axis1=1, axis2=2) / d  # [S]
+    w = np.random.default_rng(seed).normal(size=(len(x), d, q)) * np.sqrt(var / q)[:, None, None]
+    noise, eye = var.copy(), np.eye(q)
     for _ in range(iterations):
-        alpha = d / np.maximum((w ** 2).sum(0), 1e-12)
-        m_inv = np.linalg.inv(w.T @ w + noise * np.eye(q))
+        alpha = d / np.maximum((w ** 2).sum(1), 1e-12)  # [S, q]
+        m_inv = np.linalg.inv(np.swapaxes(w, 1, 2) @ w + noise[:, None, None] * eye)
         sw = s @ w
-        ezz = noise * m_inv + m_inv @ w.T @ sw @ m_inv  # (1/n) sum_n E[z z^T]
-        w_new = sw @ m_inv @ np.linalg.inv(ezz + noise * np.diag(alpha) / n)
-        noise = (np.trace(s) - 2 * np.trace(w_new @ m_inv @ sw.T) + np.trace(ezz @ w_new.T @ w_new)) / d
+        ezz = noise[:, None, None] * m_inv + m_inv @ np.swapaxes(w, 1, 2) @ sw @ m_inv  # (1/n) sum E[z z^T]
+        reg = noise[:, None, None] * alpha[:, :, None] * eye / n
+        w_new = sw @ m_inv @ np.linalg.inv(ezz + reg)
+        noise = (np.trace(s, axis1=1, axis2=2) - 2 * np.trace(w_new @ m_inv @ np.swapaxes(sw, 1, 2), axis1=1, axis2=2)
+                 + np.trace(ezz @ np.swapaxes(w_new, 1, 2) @ w_new, axis1=1, axis2=2)) / d
         w = w_new
-    norms = (w ** 2).sum(0)
-    return int((norms > tol * norms.max()).sum())
+    norms = (w ** 2).sum(1)
+    ks = (norms > tol * norms.max(1, keepdims=True)).sum(1)
+    return int(ks[0]) if single else ks
