@@ -66,7 +66,7 @@ def main() -> None:
     x = jnp.asarray(x, jnp.float32)
     print(f"data: {n} rows x {d} features ({args.csv or 'generated, true k = 5'})")
     objective = functools.partial(elbo, analytic_kl=True)
-    candidates = {k: ppca.candidate(k, x) for k in range(1, args.kmax + 1)}
+    candidates = {k: ppca.candidate(k, x, width=args.kmax) for k in range(1, args.kmax + 1)}  # one batch
     result = vi.select(candidates, x, objective=objective, criterion=objective, restarts=args.restarts,
                        num_steps=args.steps, key=0, optimizer=optax.adam(args.lr), eval_particles=128,
                        evidence_particles=256)
