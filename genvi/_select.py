@@ -384,18 +384,26 @@ def select(candidates: Mapping[str, tuple] | Sequence[tuple], *data: Any,
         for c, g in enumerate(group):
             kept = _exclusions(g.name, parts.objective, g.static, carry, data_c, elbos[c], batch_size, n,
                                datasets, offset=c * num_sets * restarts)
-            for s in range(num_sets):
-                e = np.where(kept[s], elbos[c, s], np.nan)
-                best = int(np.nanargmax(e)) if kept[s].any() else 0
-                b = (c * num_sets + s) * restarts + best
-                params = eqx.combine(jax.tree.map(lambda a: a[b], carry.params), g.static)
-                out[s][g.name] = CandidateResult(
-                    g.name, e, np.where(kept[s], ses[c, s], np.nan), np.where(kept[s], evid[c, s], np.nan),
-                    np.where(kept[s], evid_se[c, s], np.nan), tuple(int(r) for r in np.nonzero(~kept[s])[0]),
-                    params, losses[:, c, s])
+            for s, result in enumerate(_collect(g, c, kept, (elbos, ses, evid, evid_se), carry.params, losses)):
+                out[s][g.name] = result
     out = [{name: o[name] for name in cands} for o in out]  # the order given
     results = [_decide(c) for c in out]
     return results if datasets else results[0]
+
+
+def _collect(g: _Prepared, c: int, kept: np.ndarray, estimates: tuple, params: Any, losses: np.ndarray
+             ) -> list[CandidateResult]:
+    """Candidate `c` of its group: one [`CandidateResult`][] per data set, excluded restarts NaN."""
+    elbos, ses, evid, evid_se = (np.where(kept, e[c], np.nan) for e in estimates)
+    num_sets, restarts = kept.shape
+    out = []
+    for s in range(num_sets):
+        best = int(np.nanargmax(elbos[s])) if kept[s].any() else 0
+        b = (c * num_sets + s) * restarts + best
+        best_params = eqx.combine(jax.tree.map(lambda a: a[b], params), g.static)
+        out.append(CandidateResult(g.name, elbos[s], ses[s], evid[s], evid_se[s],
+                                   tuple(int(r) for r in np.nonzero(~kept[s])[0]), best_params, losses[:, c, s]))
+    return out
 
 
 def _decide(cands: dict[str, CandidateResult]) -> SelectionResult:
