@@ -22,7 +22,9 @@ from __future__ import annotations
 
 import argparse
 import collections
+import concurrent.futures
 import functools
+import multiprocessing
 import sys
 import time
 
@@ -89,49 +91,63 @@ def distribution(ks: np.ndarray) -> str:
     return " ".join(f"{k}:{c}" for k, c in sorted(counts.items()))
 
 
+def fit_n(n: int, args) -> tuple[list[str], dict[str, np.ndarray]]:
+    """Every method on every data set of size n (run in its own process with --jobs)."""
+    cells = [c for c in CELLS if c != "b" or n == 500]
+    x = np.stack([generate(c, n, s) for c in cells for s in range(args.seeds)])
+    t = time.perf_counter()
+    priors = tuple(PRIORS) if n == 500 else ("learned (type-II)",)
+    elbo_k = elbo_choices(x, args.kmax, args, priors)
+    methods = {"ELBO (ours, learned prior scale)": elbo_k["learned (type-II)"], **classical(x, args.kmax)}
+    methods.update({f"sensitivity: {p}": ks for p, ks in elbo_k.items()} if n == 500 else {})
+    print(f"n = {n}: {len(x)} data sets fitted in {time.perf_counter() - t:.0f} s", file=sys.stderr, flush=True)
+    return cells, methods
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true", help="3 seeds, n in {200, 500}, kmax 8, fewer steps")
     parser.add_argument("--seeds", type=int, help="override the seeds per cell")
     parser.add_argument("--steps", type=int, help="override the Adam steps per restart")
+    parser.add_argument("--jobs", type=int, default=1, help="processes: each n (and the wine curve) in its own")
     args = parser.parse_args()
-    seeds, ns, kmax = (3, (200, 500), 8) if args.quick else (10, (200, 500, 2000), 8)
+    seeds, ns, args.kmax = (3, (200, 500), 8) if args.quick else (10, (200, 500, 2000), 8)
     steps, args.restarts, args.lr, args.eval_particles = (600, 2, 0.02, 32) if args.quick else (500, 2, 0.02, 32)
     args.seeds, args.steps = args.seeds or seeds, args.steps or steps
-    print(f"# PPCA model selection: d={D}, true k={RANK}, {args.seeds} seeds per cell, k = 1..{kmax}, "
+    print(f"# PPCA model selection: d={D}, true k={RANK}, {args.seeds} seeds per cell, k = 1..{args.kmax}, "
           f"{args.restarts} restarts x {args.steps} Adam steps (lr {args.lr}), final ELBO from "
           f"{args.eval_particles} particles; n >= 500 trains on minibatches of 250\n")
     start, chosen = time.perf_counter(), {}
-    print("| cell | n | method | chosen k (k:count) | median | P(k=5) |")
-    print("| --- | ---: | --- | --- | ---: | ---: |")
-    sensitivity, sens_cells = {}, []
-    for n in ns:
-        cells = [c for c in CELLS if c != "b" or n == 500]
-        x = np.stack([generate(c, n, s) for c in cells for s in range(args.seeds)])
-        t = time.perf_counter()
-        priors = tuple(PRIORS) if n == 500 else ("learned (type-II)",)
-        elbo_k = elbo_choices(x, kmax, args, priors)
-        methods = {"ELBO (ours, learned prior scale)": elbo_k["learned (type-II)"], **classical(x, kmax)}
-        if n == 500:
-            sensitivity, sens_cells = elbo_k, cells
-        print(f"n = {n}: {len(x)} data sets fitted in {time.perf_counter() - t:.0f} s", file=sys.stderr, flush=True)
-        for i, c in enumerate(cells):
-            part = slice(i * args.seeds, (i + 1) * args.seeds)
-            for method, ks in methods.items():
-                chosen[(c, n, method)] = ks[part]
-                print(f"| {c}: {CELLS[c]} | {n} | {method} | {distribution(ks[part])} | "
-                      f"{float(np.median(ks[part])):g} | {float(np.mean(ks[part] == RANK)):.0%} |", flush=True)
-    report_targets(chosen, ns)
-    print("\n## Sensitivity of the ELBO choice to the loading prior scale (n = 500)\n")
-    print("| prior scale | " + " | ".join(f"{c}" for c in sens_cells) + " |")
-    print("| --- |" + " --- |" * len(sens_cells))
-    for label, ks in sensitivity.items():
-        parts = [distribution(ks[i * args.seeds:(i + 1) * args.seeds]) for i in range(len(sens_cells))]
-        print(f"| {label} | " + " | ".join(parts) + " |")
-    try:
-        wine_curve(args, kmax=8 if args.quick else 12)
-    except Exception as err:  # keep the tables above even if this part fails
-        print(f"wine curve failed: {type(err).__name__}: {err}")
+    wine_kmax = 8 if args.quick else 12
+    with concurrent.futures.ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+        wine = pool.submit(wine_curve, args, wine_kmax)
+        done = {n: pool.submit(fit_n, n, args) for n in ns}
+        print("| cell | n | method | chosen k (k:count) | median | P(k=5) |")
+        print("| --- | ---: | --- | --- | ---: | ---: |")
+        sensitivity, sens_cells = {}, []
+        for n in ns:
+            cells, methods = done[n].result()
+            for i, c in enumerate(cells):
+                part = slice(i * args.seeds, (i + 1) * args.seeds)
+                for method, ks in methods.items():
+                    chosen[(c, n, method)] = ks[part]
+                    if not method.startswith("sensitivity"):
+                        print(f"| {c}: {CELLS[c]} | {n} | {method} | {distribution(ks[part])} | "
+                              f"{float(np.median(ks[part])):g} | {float(np.mean(ks[part] == RANK)):.0%} |", flush=True)
+            if n == 500:
+                sens_cells = cells
+                sensitivity = {m.split(": ", 1)[1]: ks for m, ks in methods.items() if m.startswith("sensitivity")}
+        report_targets(chosen, ns)
+        print("\n## Sensitivity of the ELBO choice to the loading prior scale (n = 500)\n")
+        print("| prior scale | " + " | ".join(f"{c}" for c in sens_cells) + " |")
+        print("| --- |" + " --- |" * len(sens_cells))
+        for label, ks in sensitivity.items():
+            parts = [distribution(ks[i * args.seeds:(i + 1) * args.seeds]) for i in range(len(sens_cells))]
+            print(f"| {label} | " + " | ".join(parts) + " |")
+        try:
+            print(wine.result())
+        except Exception as err:  # keep the tables above even if this part fails
+            print(f"wine curve failed: {type(err).__name__}: {err}")
     print(f"\ntotal {time.perf_counter() - start:.0f} s")
 
 
@@ -151,7 +167,8 @@ def report_targets(chosen: dict, ns: tuple) -> None:
                   f"Minka {med['Minka (sklearn mle)']:g}, BIC {med['BIC (ML PPCA)']:g} (target: ELBO closer than both)")
 
 
-def wine_curve(args, kmax: int) -> None:
+def wine_curve(args, kmax: int) -> str:
+    """The ELBO-vs-k table on scikit-learn's wine data (standardised), and the plot saved."""
     from sklearn.datasets import load_wine
 
     x = load_wine().data
@@ -160,14 +177,11 @@ def wine_curve(args, kmax: int) -> None:
     res = vi.select(cands, jnp.asarray(x, jnp.float32), objective=analytic, criterion=analytic,
                     restarts=args.restarts, num_steps=args.steps, key=0, optimizer=optax.adam(args.lr),
                     eval_particles=args.eval_particles, evidence_particles=0, progress=False)
-    print(f"\n## scikit-learn wine (n={len(x)}, d={x.shape[1]}, standardised): ELBO vs k\n")
-    print(res.table())
     ties = f" (tied within se: {', '.join(res.ties)})" if res.ties else ""
-    print(f"\nELBO picks {res.winner}{ties}; Minka {minka_mle(x)}, BIC {bic_ml_ppca(x, kmax)}, "
-          f"ARD {ard_bayesian_pca(x)}")
-    fig = res.plot()
-    fig.savefig("ppca_wine_elbo.png", dpi=120)
-    print("plot: ppca_wine_elbo.png")
+    res.plot().savefig("ppca_wine_elbo.png", dpi=120)
+    return (f"\n## scikit-learn wine (n={len(x)}, d={x.shape[1]}, standardised): ELBO vs k\n\n{res.table()}\n\n"
+            f"ELBO picks {res.winner}{ties}; Minka {minka_mle(x)}, BIC {bic_ml_ppca(x, kmax)}, "
+            f"ARD {ard_bayesian_pca(x)}\nplot: ppca_wine_elbo.png")
 
 
 if __name__ == "__main__":
