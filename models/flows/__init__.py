@@ -33,3 +33,10 @@ from ._made import MADE as MADE
 from ._made import MaskedLinear as MaskedLinear
 from ._planar import Planar as Planar
 from ._radial import Radial as Radial
+from ._energies import energy as energy
+from ._energies import energy_model as energy_model
+from ._energies import fit_annealed as fit_annealed
+from ._energies import log_normaliser as log_normaliser
+from ._energies import paper_schedule as paper_schedule
+from ._stack import Stack as Stack
+from ._stack import stack as stack
