@@ -84,10 +84,10 @@ def time_genvi(flow, steps: int) -> float:
 def time_flowjax(flow, steps: int, loss) -> float:
     from flowjax.train import fit_to_key_based_loss
 
-    fit_to_key_based_loss(jax.random.PRNGKey(0), flow, loss_fn=loss, steps=5, optimizer=optax.adam(1e-3),
+    fit_to_key_based_loss(jax.random.key(0), flow, loss_fn=loss, steps=5, optimizer=optax.adam(1e-3),
                           show_progress=False)  # compile (cached for the timed call)
     start = time.perf_counter()
-    fit_to_key_based_loss(jax.random.PRNGKey(1), flow, loss_fn=loss, steps=steps, optimizer=optax.adam(1e-3),
+    fit_to_key_based_loss(jax.random.key(1), flow, loss_fn=loss, steps=steps, optimizer=optax.adam(1e-3),
                           show_progress=False)
     return (time.perf_counter() - start) / steps
 
