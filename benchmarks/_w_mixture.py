@@ -109,7 +109,7 @@ def numpyro_programs(loc0: jax.Array):
     return np_model, np_guide
 
 
-def build(n: int = 1000, k: int = 3, numpyro_impl: bool = True) -> Workload:
+def build(n: int = 1000, k: int = 3, numpyro_impl: bool = True, name: str = "W3") -> Workload:
     """W3 (`n=1000, k=3`) or one W6 cell: full-batch steps on `n` points, `k` components."""
     data = mixture_data(n, k)
     loc0 = 3.0 * jax.random.normal(jax.random.PRNGKey(1), (k, DIM))
@@ -125,6 +125,6 @@ def build(n: int = 1000, k: int = 3, numpyro_impl: bool = True) -> Workload:
         np_model, np_guide = numpyro_programs(loc0)
         svi = SVI(np_model, np_guide, optimizer, TraceEnum_ELBO(max_plate_nesting=1))
         impls["numpyro"] = svi_impl(svi, (data,), data, n)
-    return Workload("W3" if (n, k) == (1000, 3) else f"W6 N={n} K={k}",
+    return Workload(name,
                     f"Gaussian mixture, N={n}, K={k}, assignments enumerated", impls,
                     meta={"n": n, "k": k, "data": data, "objective": objective, "params": params})

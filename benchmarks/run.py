@@ -52,7 +52,8 @@ def builders(quick: bool) -> dict[str, Any]:
         "W3": lambda: [_w_mixture.build(1000, 3)],
         "W4": lambda: [_w_sbn.build(mvd=False)],
         "W5": lambda: [_w_sbn.build(mvd=True)],
-        "W6": lambda: [_w_mixture.build(n, k, numpyro_impl=False) for k in (3, 10) for n in sizes],
+        "W6": lambda: [_w_mixture.build(n, k, numpyro_impl=False, name=f"W6 N={n} K={k}")
+                       for k in (3, 10) for n in sizes],
     }
 
 
