@@ -36,6 +36,7 @@ from _workload import Workload  # noqa: E402
 
 PER_STEP_TARGET, COMPILE_TARGET = 1.02, 1.5
 SLOPE_RANGE = (0.8, 1.2)
+RESULTS = Path(__file__).resolve().parent / "results"
 WORKLOADS = ("W1", "W2", "W3", "W4", "W5", "W6")
 
 
@@ -156,6 +157,36 @@ def _scaling_verdicts(scaling: dict[str, dict]) -> list[str]:
     return lines
 
 
+def cross_verdicts(results: dict[str, dict], folder: Path) -> list[str]:
+    """GenJAX and Pyro targets, from the cross-environment runners' JSON (`benchmarks/cross/`).
+
+    Each of those is normalised by a hand-written JAX step in its own process, and genvi's W1 by
+    its own: the ratios compare across processes and jax versions, the absolute times do not.
+    """
+    if "W1" not in results:
+        return []
+    w1 = results["W1"]["per_step_s"]
+    ours = w1["genvi"] / w1["hand-written"]
+    lines = []
+    genjax_file, pyro_file = folder / "genjax_w1.json", folder / "pyro_w1.json"
+    if genjax_file.exists():
+        g = json.loads(genjax_file.read_text())["ratios"]
+        for name in ("genjax (examples layout)", "genjax (one batched program)"):
+            lines.append(f"{'PASS' if g[name] >= ours else 'MISS'} W1 {name} / its hand-written JAX = "
+                         f"{g[name]:.2f} >= genvi / hand-written = {ours:.2f}")
+    else:
+        lines.append(f"SKIP GenJAX: no {genjax_file} (run benchmarks/cross/genjax_w1.py)")
+    if pyro_file.exists():
+        p = json.loads(pyro_file.read_text())["ratios"]
+        for name, target in (("pyro Trace_ELBO", 5.0), ("pyro JitTrace_ELBO", 3.5)):
+            slower = p[name] / ours
+            lines.append(f"{'PASS' if slower >= target else 'MISS'} W1 {name} per step / genvi = "
+                         f"({p[name]:.2f} / {ours:.2f}) = {slower:.2f}x (target >= {target}x)")
+    else:
+        lines.append(f"SKIP Pyro: no {pyro_file} (run benchmarks/cross/pyro_w1.py)")
+    return lines
+
+
 def machine() -> dict[str, Any]:
     return {"platform": platform.platform(), "python": platform.python_version(), "jax": jax.__version__,
             "backend": jax.default_backend(), "devices": [str(d) for d in jax.devices()],
@@ -187,14 +218,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             print(f"[{workload.name}: {time.perf_counter() - t0:.1f} s]", file=sys.stderr, flush=True)
     print(table(results))
     print()
-    lines = verdicts(results)
+    lines = verdicts(results) + cross_verdicts(results, RESULTS)
     print("\n".join(lines))
     total = time.perf_counter() - start
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"\ntotal {total:.0f} s; peak process RSS {rss:.0f} MiB; rounds={rounds} block={block} draws={draws}")
     out = {"quick": args.quick, "rounds": rounds, "block": block, "draws": draws, "seconds": total,
            "peak_rss_mib": rss, "machine": machine(), "results": results, "verdicts": lines}
-    path = args.json or Path(__file__).resolve().parent / "results" / f"run{'-quick' if args.quick else ''}.json"
+    path = args.json or RESULTS / f"run{'-quick' if args.quick else ''}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(out, indent=1, default=float))
     print(f"wrote {path}")
