@@ -16,16 +16,15 @@ import json
 import statistics
 import time
 
-import equinox as eqx
 import jax
 import jax.numpy as jnp
 import optax
+from _w_vae import BATCH
+from _workload import ascent_impl
 
 import genvi.models.vae as vae
 import genvi.vi as vi
 from genvi.objectives import elbo
-
-BATCH = 128
 
 
 def time_fit(objective, params, data, steps: int) -> float:
@@ -41,24 +40,13 @@ def time_fit(objective, params, data, steps: int) -> float:
 
 
 def time_loop(objective, params, data, steps: int) -> float:
-    dynamic, static = eqx.partition(params, eqx.is_inexact_array)
-    optimizer = optax.adam(1e-3)
-    n = data.shape[0]
-
-    @jax.jit
-    def step(dynamic, opt_state, key):
-        key, k_batch, k_est = jax.random.split(key, 3)
-        batch = data[jax.random.randint(k_batch, (BATCH,), 0, n)]
-        _, grads = objective.value_and_grad_estimate(k_est, eqx.combine(dynamic, static), batch)
-        grads = jax.tree.map(jnp.negative, eqx.filter(grads, eqx.is_inexact_array))
-        updates, opt_state = optimizer.update(grads, opt_state, dynamic)
-        return optax.apply_updates(dynamic, updates), opt_state, key
-
-    state = (dynamic, optimizer.init(dynamic), jax.random.PRNGKey(0))
-    state = jax.block_until_ready(step(*state))
+    """The hand-written loop: W1's genvi step (`_w_vae`) jitted and called once per iteration."""
+    impl = ascent_impl(lambda p, k, x: objective.value_and_grad_estimate(k, p, x), params, data, BATCH, seed=0)
+    step = jax.jit(impl.step)
+    state = jax.block_until_ready(step(impl.init))
     start = time.perf_counter()
     for _ in range(steps):
-        state = step(*state)
+        state = step(state)
     jax.block_until_ready(state)
     return (time.perf_counter() - start) / steps
 

@@ -342,6 +342,14 @@ class Analysis:
         floating = jnp.issubdtype(atom.dtype, jnp.floating)
         if name in ("add", "add_any") and same:
             return self._decompose(ins[0], factors) + self._decompose(ins[1], factors)
+        if name in ("add", "add_any", "sub") and len(ins) == 2:
+            # `0 + x` (Python's `sum(...)` starts at 0; under vmap the literal stays a scalar):
+            # the zero adds nothing, so descend into `x` instead of keeping an opaque term that
+            # has lost the alignment of every plate and particle axis reduced inside it
+            for z in (0, 1):
+                if _is_zero(ins[z]) and ins[1 - z].shape == atom.shape:
+                    negate = [("neg", None)] if name == "sub" and z == 0 else []
+                    return self._decompose(ins[1 - z], factors + negate)
         if name == "sub" and same:
             return self._decompose(ins[0], factors) + self._decompose(ins[1], factors + [("neg", None)])
         if name == "neg":
@@ -359,6 +367,16 @@ class Analysis:
                 if o in other and (name == "mul" or s == 1):
                     return self._decompose(ins[o], factors + [(name, ins[s])])
         return [Term(atom, factors, name)]
+
+
+def _is_zero(atom: V | C) -> bool:
+    """A scalar literal zero (the start of Python's `sum`)."""
+    if not isinstance(atom, C) or atom.shape != ():
+        return False
+    try:
+        return bool(atom.value == 0)
+    except Exception:  # noqa: BLE001 - a constant that is not a plain number
+        return False
 
 
 def _dtype(atom: V | C) -> Any:

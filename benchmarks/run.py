@@ -1,0 +1,236 @@
+"""The performance dashboard: genvi against the same maths by hand in JAX and against NumPyro.
+
+For each workload (W1 VAE ELBO, W2 VAE IWAE-8, W3 Gaussian mixture with enumerated assignments,
+W4 sigmoid belief net with REINFORCE + leave-one-out, W5 the same with MVD, W6 the mixture's
+scaling in N and K) every implementation is compiled (compile time = trace + lower + compile),
+its compiled memory read (`memory_analysis()`: temporaries + arguments), and all are timed in
+one process in shuffled interleaved blocks (medians of per-step time). Prints a markdown table,
+PASS/MISS lines for the targets, and writes JSON (default `benchmarks/results/run[-quick].json`).
+
+    python benchmarks/run.py [--quick] [--only W1,W4] [--json out.json]
+
+Targets: per step <= 1.02x min(hand-written, NumPyro) on W1-W4; compile <= 1.5x hand-written on
+W1-W4; W6 per-step time linear in N (log-log slope over the largest decade in [0.8, 1.2]).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import resource
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+from _timing import compile_seconds, interleaved  # noqa: E402
+from _workload import Workload  # noqa: E402
+
+PER_STEP_TARGET, COMPILE_TARGET = 1.02, 1.5
+SLOPE_RANGE = (0.8, 1.2)
+RESULTS = Path(__file__).resolve().parent / "results"
+WORKLOADS = ("W1", "W2", "W3", "W4", "W5", "W6")
+
+
+def builders(quick: bool) -> dict[str, Any]:
+    """Workload name -> function returning the list of `Workload`s it measures."""
+    import _w_mixture
+    import _w_sbn
+    import _w_vae
+
+    sizes = (100, 1000, 10000)
+    return {
+        "W1": lambda: [_w_vae.build(1)],
+        "W2": lambda: [_w_vae.build(8)],
+        "W3": lambda: [_w_mixture.build(1000, 3)],
+        "W4": lambda: [_w_sbn.build(mvd=False)],
+        "W5": lambda: [_w_sbn.build(mvd=True)],
+        "W6": lambda: [_w_mixture.build(n, k, numpyro_impl=False, name=f"W6 N={n} K={k}")
+                       for k in (3, 10) for n in sizes],
+    }
+
+
+def _memory_bytes(compiled: Any) -> int | None:
+    try:
+        mem = compiled.memory_analysis()
+        return int(mem.temp_size_in_bytes + mem.argument_size_in_bytes)
+    except Exception:  # noqa: BLE001 - some backends have no memory analysis
+        return None
+
+
+def _variance(grad_fn, draws: int, seed: int = 123) -> float:
+    """Trace of the covariance of `draws` gradient estimates at the initial parameters."""
+    keys = jax.random.split(jax.random.PRNGKey(seed), draws)
+    samples = jax.jit(lambda ks: jax.lax.map(grad_fn, ks, batch_size=min(draws, 16)))(keys)
+    return float(jnp.sum(jnp.var(samples, axis=0, ddof=1)))
+
+
+def measure(workload: Workload, rounds: int, block: int, draws: int) -> dict[str, Any]:
+    """Compile, size, time (interleaved) and, where asked, gradient variance of each impl."""
+    compiled, compile_s, memory = {}, {}, {}
+    for name, impl in workload.impls.items():
+        compiled[name], compile_s[name] = compile_seconds(impl.step, impl.init)
+        memory[name] = _memory_bytes(compiled[name])
+    states = {name: impl.init for name, impl in workload.impls.items()}
+    per_step = interleaved(compiled, states, rounds=rounds, block=block)
+    result: dict[str, Any] = {"title": workload.title, "subject": workload.subject,
+                              "references": list(workload.references), "baseline": workload.baseline,
+                              "per_step_s": per_step, "compile_s": compile_s, "memory_bytes": memory}
+    if draws:
+        variance = {name: _variance(impl.grad, draws) for name, impl in workload.impls.items()}
+        result["grad_variance"] = variance
+        result["variance_x_seconds"] = {name: variance[name] * per_step[name] for name in variance}
+    return result
+
+
+def _fmt(x: float | None, spec: str) -> str:
+    return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else format(x, spec)
+
+
+def table(results: dict[str, dict]) -> str:
+    lines = ["| workload | implementation | per step (us) | vs genvi | compile (s) | vs genvi | "
+             "memory (KiB) | grad variance | variance x s/step |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for wname, r in results.items():
+        subject = r["subject"]
+        for name in r["per_step_s"]:
+            var = r.get("grad_variance", {}).get(name)
+            vxs = r.get("variance_x_seconds", {}).get(name)
+            mem = r["memory_bytes"][name]
+            lines.append(
+                f"| {wname} | {name} | {r['per_step_s'][name] * 1e6:.1f} | "
+                f"{r['per_step_s'][name] / r['per_step_s'][subject]:.2f}x | {r['compile_s'][name]:.2f} | "
+                f"{r['compile_s'][name] / r['compile_s'][subject]:.2f}x | "
+                f"{_fmt(None if mem is None else mem / 1024, '.0f')} | {_fmt(var, '.4g')} | {_fmt(vxs, '.4g')} |")
+    return "\n".join(lines)
+
+
+def verdicts(results: dict[str, dict]) -> list[str]:
+    """PASS/MISS lines for the issue's targets (and the informative W5 comparison)."""
+    lines = []
+    for wname in ("W1", "W2", "W3", "W4"):
+        if wname not in results:
+            continue
+        r = results[wname]
+        t = r["per_step_s"]
+        best = min(t[name] for name in r["references"])
+        ratio = t["genvi"] / best
+        lines.append(f"{'PASS' if ratio <= PER_STEP_TARGET else 'MISS'} {wname} per step: genvi / "
+                     f"min({', '.join(r['references'])}) = {ratio:.3f} (target <= {PER_STEP_TARGET})")
+        c = r["compile_s"]["genvi"] / r["compile_s"]["hand-written"]
+        lines.append(f"{'PASS' if c <= COMPILE_TARGET else 'MISS'} {wname} compile: genvi / hand-written = "
+                     f"{c:.2f} (target <= {COMPILE_TARGET})")
+    for wname in ("W4", "W5"):
+        r = results.get(wname)
+        if r and "variance_x_seconds" in r:
+            v = r["variance_x_seconds"]
+            others = ", ".join(f"{name} {v[name] / v[r['subject']]:.3g}x" for name in v if name != r["subject"])
+            lines.append(f"INFO {wname} variance x time relative to {r['subject']} (higher = worse): {others}")
+    scaling = {k: v for k, v in results.items() if k.startswith("W6")}
+    if scaling:
+        lines += _scaling_verdicts(scaling)
+    return lines
+
+
+def _scaling_verdicts(scaling: dict[str, dict]) -> list[str]:
+    lines = []
+    by_k: dict[int, list[tuple[int, float]]] = {}
+    for r in scaling.values():
+        by_k.setdefault(r["k"], []).append((r["n"], r["per_step_s"]["genvi"]))
+    for k, points in sorted(by_k.items()):
+        points.sort()
+        n, t = np.log([p[0] for p in points]), np.log([p[1] for p in points])
+        full = float(np.polyfit(n, t, 1)[0])
+        top = float((t[-1] - t[-2]) / (n[-1] - n[-2]))
+        ok = SLOPE_RANGE[0] <= top <= SLOPE_RANGE[1]
+        lines.append(f"{'PASS' if ok else 'MISS'} W6 K={k} linear in N: log-log slope {top:.2f} over "
+                     f"N={points[-2][0]}..{points[-1][0]} (target in [{SLOPE_RANGE[0]}, {SLOPE_RANGE[1]}]); "
+                     f"{full:.2f} over N={points[0][0]}..{points[-1][0]} (fixed per-step cost flattens small N)")
+    return lines
+
+
+def cross_verdicts(results: dict[str, dict], folder: Path) -> list[str]:
+    """GenJAX and Pyro targets, from the cross-environment runners' JSON (`benchmarks/cross/`).
+
+    Each of those is normalised by a hand-written JAX step in its own process, and genvi's W1 by
+    its own: the ratios compare across processes and jax versions, the absolute times do not.
+    """
+    if "W1" not in results:
+        return []
+    w1 = results["W1"]["per_step_s"]
+    ours = w1["genvi"] / w1["hand-written"]
+    lines = []
+    genjax_file, pyro_file = folder / "genjax_w1.json", folder / "pyro_w1.json"
+    if genjax_file.exists():
+        g = json.loads(genjax_file.read_text())["ratios"]
+        for name in ("genjax (examples layout)", "genjax (one batched program)"):
+            lines.append(f"{'PASS' if g[name] >= ours else 'MISS'} W1 {name} / its hand-written JAX = "
+                         f"{g[name]:.2f} >= genvi / hand-written = {ours:.2f}")
+    else:
+        lines.append(f"SKIP GenJAX: no {genjax_file} (run benchmarks/cross/genjax_w1.py)")
+    if pyro_file.exists():
+        p = json.loads(pyro_file.read_text())["ratios"]
+        for name, target in (("pyro Trace_ELBO", 5.0), ("pyro JitTrace_ELBO", 3.5)):
+            slower = p[name] / ours
+            lines.append(f"{'PASS' if slower >= target else 'MISS'} W1 {name} per step / genvi = "
+                         f"({p[name]:.2f} / {ours:.2f}) = {slower:.2f}x (target >= {target}x)")
+    else:
+        lines.append(f"SKIP Pyro: no {pyro_file} (run benchmarks/cross/pyro_w1.py)")
+    return lines
+
+
+def machine() -> dict[str, Any]:
+    return {"platform": platform.platform(), "python": platform.python_version(), "jax": jax.__version__,
+            "backend": jax.default_backend(), "devices": [str(d) for d in jax.devices()],
+            "cpu_count": os.cpu_count(), "load_average": os.getloadavg()}
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer repetitions (all workloads < 5 min)")
+    parser.add_argument("--only", default=",".join(WORKLOADS), help="comma-separated workloads")
+    parser.add_argument("--json", type=Path, default=None, help="where to write the results")
+    parser.add_argument("--rounds", type=int, default=None)
+    parser.add_argument("--block", type=int, default=None)
+    parser.add_argument("--draws", type=int, default=None, help="gradient draws for variances (W4, W5)")
+    args = parser.parse_args(argv)
+    rounds = args.rounds or (7 if args.quick else 25)
+    block = args.block or (10 if args.quick else 30)
+    draws = args.draws or (64 if args.quick else 256)
+    start = time.perf_counter()
+    results: dict[str, dict] = {}
+    make = builders(args.quick)
+    for wname in args.only.split(","):
+        for workload in make[wname]():
+            t0 = time.perf_counter()
+            r = measure(workload, rounds, block, draws if wname in ("W4", "W5") else 0)
+            if wname == "W6":
+                r.update(n=workload.meta["n"], k=workload.meta["k"])
+            results[workload.name] = r
+            print(f"[{workload.name}: {time.perf_counter() - t0:.1f} s]", file=sys.stderr, flush=True)
+    print(table(results))
+    print()
+    lines = verdicts(results) + cross_verdicts(results, RESULTS)
+    print("\n".join(lines))
+    total = time.perf_counter() - start
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"\ntotal {total:.0f} s; peak process RSS {rss:.0f} MiB; rounds={rounds} block={block} draws={draws}")
+    out = {"quick": args.quick, "rounds": rounds, "block": block, "draws": draws, "seconds": total,
+           "peak_rss_mib": rss, "machine": machine(), "results": results, "verdicts": lines}
+    path = args.json or RESULTS / f"run{'-quick' if args.quick else ''}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(out, indent=1, default=float))
+    print(f"wrote {path}")
+    return out
+
+
+if __name__ == "__main__":
+    main()
