@@ -28,7 +28,6 @@ import multiprocessing
 import sys
 import time
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
