@@ -29,6 +29,7 @@ import genvi.vi as vi
 from genvi import (AddressError, ConfigError, DomainError, EstimatorError, FitError, GenviError, ShapeError,
                    expectation, gen, sample)
 from genvi.estimators import ENUM, MVD, REINFORCE, REPARAM, LeaveOneOut, RunningMean
+from genvi.models import fbm_sde, flows, ssvi, tucker_gp
 from genvi.objectives import elbo, iwae, renyi, vimco
 
 
@@ -298,6 +299,29 @@ CATALOGUE = [
         r"already exists; pass resume=True"),
     Bad("corrupted checkpoint", _corrupt, FitError, r"corrupted or not a genvi checkpoint. It was left untouched"),
     Bad("checkpoint from another model", _other_model, FitError, r"written for a different model or optimiser"),
+    # built-in families configured out of range
+    Bad("flow layer with an unknown activation", lambda i: flows.Planar(2, key=jax.random.PRNGKey(0),
+        activation="relu"), ConfigError, r"Planar: activation must be one of .* got 'relu'"),
+    Bad("non-invertible planar layer asked for explicitly", lambda i: flows.Planar.from_params(
+        np.array([1.0, 0.0]), np.array([-3.0, 0.0]), 0.0, constrain=False), ConfigError, r"Planar.from_params"),
+    Bad("radial layer with beta below -alpha", lambda i: flows.Radial.from_params(np.zeros(2), 1.0, -2.0),
+        ConfigError, r"beta"),
+    Bad("fBM Hurst index outside (0, 1)", lambda i: fbm_sde.FractionalSDE(None, None, hurst=1.2), ConfigError,
+        r"hurst must lie strictly inside \(0, 1\), got 1.2"),
+    Bad("MA-fBM with one OU process", lambda i: fbm_sde.FractionalSDE(None, None, hurst=0.3, num_processes=1),
+        ConfigError, r"num_processes \(K\) must be an integer >= 2, got 1"),
+    Bad("SDE observation times not increasing", lambda i: fbm_sde.PathConfig(np.array([0.1, 0.3, 0.2]), dt=0.01),
+        ShapeError, r"obs_times must be strictly increasing"),
+    Bad("SSVI density above 1", lambda i: ssvi.mlp(jax.random.PRNGKey(0), (4, 3, 2), density=1.5), ConfigError,
+        r"density=1.5 must lie in \(0, 1\]"),
+    Bad("SSVI layer too small for its density", lambda i: ssvi.mlp(jax.random.PRNGKey(0), (2, 2), density=0.01),
+        ConfigError, r"density=0.01 keeps round\(0.01 \* 4\) = 0"),
+    Bad("SSVI swap fraction outside [0, 1]", lambda i: ssvi.SSVI(total_steps=100, every=10, alpha=1.5), ConfigError,
+        r"SSVI\(alpha=1.5\)"),
+    Bad("Tucker GP rank 0", lambda i: tucker_gp.TuckerGP(ranks=(2, 0)), ConfigError,
+        r"TuckerGP: rank of mode 1 must be an int >= 1, got 0"),
+    Bad("CP model with unequal ranks", lambda i: tucker_gp.TuckerGP(ranks=(2, 3), cp=True), ConfigError,
+        r"TuckerGP\(cp=True\): a CP model has one rank for every mode"),
     # generative functions used where they cannot be
     Bad("sample outside a generative function", lambda i: sample("z", dist.Normal(0.0, 1.0)), GenviError,
         r"sample\(\) was called outside a running generative function"),
