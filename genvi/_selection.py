@@ -103,8 +103,9 @@ class SelectionResult:
         for name, c in self.candidates.items():
             mark = "winner" if name == self.winner else ("tie" if name in self.ties else "")
             kept = int(c.kept.sum())
-            lines.append(f"| {name} | {c.best:.2f} | {c.mean:.2f} ± {c.se:.2f} | "
-                         f"{c.evidence:.2f} ± {c.evidence_se:.2f} | {kept}/{len(c.elbos)} | {mark} |")
+            evidence = "not estimated" if math.isnan(c.evidence) else f"{c.evidence:.2f} ± {c.evidence_se:.2f}"
+            lines.append(f"| {name} | {c.best:.2f} | {c.mean:.2f} ± {c.se:.2f} | {evidence} | "
+                         f"{kept}/{len(c.elbos)} | {mark} |")
         return "\n".join(lines)
 
     def __str__(self) -> str:
