@@ -243,7 +243,8 @@ def test_factors_compose_with_another_likelihood_in_a_genvi_model():
     @genvi.gen
     def counts(_, index, y):
         us, core = genvi.sample("f", fac())
-        genvi.sample("y", dist.Poisson(jnp.exp(tg.entry_values(core, us, index))).to_event(1), obs=y)
+        rate = jnp.exp(tg.entry_values(core, us, index))
+        genvi.sample("y", dist.Poisson(rate).to_event(1), obs=y.astype(jnp.int32))  # counts are integers
 
     gfac = tg.guide_factors(spec)
 
