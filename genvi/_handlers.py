@@ -196,7 +196,7 @@ def _check_obs(addr: str, dist: nd.Distribution, obs: Any) -> jax.Array:
     if not isinstance(obs, jax.core.Tracer):
         inside = support(obs)
         if not isinstance(inside, jax.core.Tracer) and not bool(jnp.all(inside)):
-            bad = jnp.asarray(obs).reshape(-1)[jnp.argmin(jnp.asarray(inside).reshape(-1))] if jnp.ndim(inside) else obs
+            bad = obs.reshape(-1)[jnp.argmin(jnp.ravel(inside))] if jnp.ndim(inside) else obs
             raise DomainError(f"site {addr!r}: observed value {bad} lies outside the support of {name} ({support}); "
                               "check the data or the distribution")
     return obs

@@ -59,11 +59,7 @@ REGRESSION = elbo(plated(reg_model), plated(reg_guide))
 @gen
 def global_model(mu, x):
     z = sample("z", dist.Normal(mu, 1.0))
-    genvi_plate_obs(z, x)
-
-
-def genvi_plate_obs(z, x):
-    sample("x", genvi.vmap(obs_point, in_axes=(None, 0), plate="data")(z, x))
+    sample("x", plated(obs_point)(z, x))
 
 
 @gen
