@@ -15,7 +15,6 @@ import pytest
 from conftest import assert_unbiased, draws
 from numpyro.distributions.kl import kl_divergence
 
-import genvi
 import genvi.models.ssvi as ssvi
 import genvi.vi as vi
 from genvi import ConfigError, FitError, expectation
