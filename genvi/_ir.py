@@ -12,6 +12,11 @@
   the continuation (ENUM, MVD) is unrolled, so each step sees the rest of the program;
 - sites inside `while_loop`, `custom_jvp` / `custom_vjp` bodies or other higher-order primitives
   are refused with an error naming the site.
+
+One peephole rewrite runs while building: a `reshape` of an expand-dims `broadcast_in_dim`
+(NumPyro's `sum_rightmost` writes `reshape(x[..., None], ...)`) becomes one `reshape` of `x`, or
+`x` itself. XLA on CPU turns the pair into a reduction over a trailing unit axis, which runs
+several times slower than the plain one (measured in `benchmarks/run.py`, W4).
 """
 
 from __future__ import annotations
@@ -128,6 +133,7 @@ class Builder:
         self.resolve = resolve
         self.counter = counter if counter is not None else itertools.count()
         self.nodes: list[Node] = []
+        self.expanded: dict[int, Atom] = {}  # id of an expand-dims broadcast's output -> its input
 
     def program(self, jaxpr: jcore.Jaxpr, consts: list) -> Program:
         invars = [V(tuple(v.aval.shape), v.aval.dtype) for v in jaxpr.invars]
@@ -164,9 +170,7 @@ class Builder:
             return node.outs
         subs = list(_jax_compat.jaxprs_in_params(eqn.params))
         if not any(has_sites(s) for s in subs):
-            node = Node("prim", ins, self._fresh(eqn), prim=prim, params=dict(eqn.params))
-            self.nodes.append(node)
-            return node.outs
+            return self._prim(eqn, ins)
         if prim.name in _CALL_NAMES:
             key = "jaxpr" if "jaxpr" in eqn.params else "call_jaxpr"
             jaxpr, consts = _open(eqn.params[key])
@@ -181,6 +185,20 @@ class Builder:
             "through; sample in the main program, inside jax.jit, lax.cond, lax.scan, "
             "genvi.vmap or genvi.scan instead"
         )
+
+    def _prim(self, eqn, ins: list[Atom]) -> list[Atom]:
+        """A node re-binding `eqn`, with the expand-dims-then-reshape pair folded into one reshape."""
+        prim, params = eqn.primitive, dict(eqn.params)
+        if prim is P.reshape_p and params.get("dimensions") is None and id(ins[0]) in self.expanded:
+            source = self.expanded[id(ins[0])]
+            if tuple(params["new_sizes"]) == source.shape:
+                return [source]
+            ins = [source]
+        node = Node("prim", ins, self._fresh(eqn), prim=prim, params=params)
+        self.nodes.append(node)
+        if prim is P.broadcast_in_dim_p and _expands_dims(ins[0].shape, params):
+            self.expanded[id(node.outs[0])] = ins[0]
+        return node.outs
 
     def _cond(self, eqn, ins: list[Atom]) -> list[Atom]:
         index, operands = ins[0], ins[1:]
@@ -230,6 +248,14 @@ class Builder:
         for out, c in zip(outs[:ncarry], carry):
             self.nodes.append(Node("fn", [c], [out], fn=lambda a: [a], align="same"))
         return outs
+
+
+def _expands_dims(shape: tuple[int, ...], params: dict) -> bool:
+    """Whether a `broadcast_in_dim` only inserts unit axes (so it is a reshape)."""
+    out, dims = tuple(params["shape"]), tuple(params["broadcast_dimensions"])
+    if list(dims) != sorted(dims) or any(out[d] != n for d, n in zip(dims, shape)):
+        return False
+    return all(n == 1 for i, n in enumerate(out) if i not in dims)
 
 
 def _dtype(atom: Atom) -> Any:

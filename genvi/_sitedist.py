@@ -5,6 +5,11 @@ rebuilding a batched distribution (NumPyro keeps batch shapes as static metadata
 leaves would not update them), every operation is mapped over the vmap levels with `jax.vmap`.
 The *element shape* of a site is `level sizes + batch_shape`: one independent element per entry,
 which is what `log_prob` returns and what estimators align with the program's terms.
+
+Draws are the exception: a mapped draw needs one key per element, and XLA's counter-based RNG
+runs several times slower on a batch of keys than on one. So NumPyro's own distributions are
+rebuilt as one batched distribution (`promote_batch_shape`, what NumPyro does for its own
+vmapped plates) and draw from a single key; other classes keep the mapped draw.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpyro.distributions as nd
+from numpyro.distributions.batch_util import promote_batch_shape
 
 from ._primitive import SiteSpec
 
@@ -62,10 +68,29 @@ class SiteDist:
         keys = jax.random.split(key, math.prod(self.level_shape))
         return keys.reshape(self.level_shape + keys.shape[1:])
 
+    def batched(self) -> nd.Distribution | None:
+        """One NumPyro distribution of batch shape `element_shape`, or None where that cannot be
+        built safely (no levels, or a class from outside NumPyro)."""
+        if not self.levels or not self.type.__module__.startswith("numpyro.distributions"):
+            return None
+        try:
+            batched = promote_batch_shape(_map(self.spec, self.levels, self.leaves, (), lambda d: d))
+        except NotImplementedError:
+            return None
+        if tuple(batched.batch_shape) != self.element_shape or tuple(batched.event_shape) != self.event_shape:
+            return None
+        return batched
+
     def sample(self, key: jax.Array) -> jax.Array:
+        batched = self.batched()
+        if batched is not None:
+            return batched.sample(key)
         return self.map(lambda d, k: d.sample(k), self._keys(key))
 
     def rsample(self, key: jax.Array) -> jax.Array:
+        batched = self.batched()
+        if batched is not None:
+            return batched.rsample(key)
         return self.map(lambda d, k: d.rsample(k), self._keys(key))
 
     def log_prob(self, x: jax.Array) -> jax.Array:
