@@ -35,7 +35,7 @@ import optax
 from jax.scipy.special import logsumexp
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from . import _fit, _plates
+from . import _plates, _step
 from ._errors import ConfigError, FitError, GenviError, ShapeError
 from ._expectation import Expectation
 from ._progress import Progress
@@ -146,7 +146,7 @@ def _runner(ex: Expectation, optimizer: optax.GradientTransformation, static: An
             n: int, chunk: int) -> Callable:
     """One compiled chunk of `fit`'s step over the flat restart axis `[S * R]` (each restart with
     the data of its data set)."""
-    step = _fit._step_fn(ex, optimizer, static, batch_size, n, False, None)
+    step = _step.step_fn(ex, optimizer, static, batch_size, n, False, None)
     batched = jax.vmap(step, in_axes=(0, 0, None))
 
     @jax.jit
@@ -158,18 +158,18 @@ def _runner(ex: Expectation, optimizer: optax.GradientTransformation, static: An
 
 def _train(name: str, ex: Expectation, optimizer: optax.GradientTransformation, run: Callable, dyn: Any,
            static: Any, data: tuple, keys: jax.Array, num_steps: int, batch_size: int | None, n: int,
-           mesh: Mesh | None, progress: bool) -> tuple[_fit._Carry, np.ndarray]:
+           mesh: Mesh | None, progress: bool) -> tuple[_step.Carry, np.ndarray]:
     """Train every restart `[S * R]` with `run`; returns the final carries and the losses."""
     params0 = eqx.combine(jax.tree.map(lambda a: a[0], dyn), static)
     first = jax.tree.map(lambda d: d[0, :batch_size] if batch_size else d[0], data)
-    with _plates.subsampling(n, batch_size) if batch_size else _fit._nullcontext():
+    with _plates.subsampling(n, batch_size) if batch_size else _step.nullcontext():
         state = ex.init_state(params0, *first)
 
     def carry_of(d, k):
-        return _fit._Carry(d, optimizer.init(d), k, state, jnp.arange(max(n, 1)), jnp.array(n, jnp.int32),
+        return _step.Carry(d, optimizer.init(d), k, state, jnp.arange(max(n, 1)), jnp.array(n, jnp.int32),
                            jnp.array(0, jnp.int32), jnp.array(0, jnp.int32), jnp.array(-1, jnp.int32))
 
-    carry = jax.tree.map(_fit._strong, jax.vmap(carry_of)(dyn, keys))
+    carry = jax.tree.map(_step.strong, jax.vmap(carry_of)(dyn, keys))
     carry = _shard(carry, mesh, PartitionSpec(RESTARTS))
     data = _shard(data, mesh, PartitionSpec())
     bar, history = Progress(num_steps, 0, progress), []
@@ -282,7 +282,7 @@ def _parts(*args: Any) -> _Parts:
         return _build(*args)
 
 
-def _exclusions(name: str, ex: Expectation, static: Any, carry: _fit._Carry, data: tuple, elbos: np.ndarray,
+def _exclusions(name: str, ex: Expectation, static: Any, carry: _step.Carry, data: tuple, elbos: np.ndarray,
                 batch_size: int | None, n: int, datasets: bool, offset: int = 0) -> np.ndarray:
     """Warn about every restart that failed; return the mask of kept restarts `[S, R]`."""
     bad = np.asarray(carry.bad)[offset:offset + elbos.size].reshape(elbos.shape)
@@ -292,7 +292,7 @@ def _exclusions(name: str, ex: Expectation, static: Any, carry: _fit._Carry, dat
         if bad[s, r] >= 0:
             b = offset + s * elbos.shape[1] + r
             one = jax.tree.map(lambda a: a[b], carry)
-            err = _fit._nonfinite(ex, static, batch_size, n, one, jax.tree.map(lambda d: d[b], data))
+            err = _step.nonfinite(ex, static, batch_size, n, one, jax.tree.map(lambda d: d[b], data))
             why = f"training stopped at step {err.step}" + (f" (site {err.site!r} not finite)" if err.site else "")
         else:
             why = f"its final ELBO estimate is {elbos[s, r]}"
@@ -340,7 +340,7 @@ def select(candidates: Mapping[str, tuple] | Sequence[tuple], *data: Any,
     from genvi.objectives import elbo  # the objectives package builds on the core
 
     cands = _candidates(candidates)
-    _fit._check_args(num_steps, None, 1, "raise", None, chunk_size)
+    _step.check_args(num_steps, None, 1, "raise", None, chunk_size)
     for opt, value in (("restarts", restarts), ("eval_particles", eval_particles)):
         if not isinstance(value, int) or value < 1:
             raise ConfigError(f"select({opt}={value!r}): must be a positive integer")

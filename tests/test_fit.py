@@ -165,8 +165,10 @@ def test_callback_can_stop_and_result_stays_usable():
 
 def test_steps_compile_once(monkeypatch):
     """Every chunk reuses one compiled function, whatever the number of chunks."""
+    from genvi import _step
+
     traces = []
-    original = vi.fit.__globals__["_step_fn"]
+    original = _step.step_fn
 
     def counting(*args, **kwargs):
         step = original(*args, **kwargs)
@@ -177,7 +179,7 @@ def test_steps_compile_once(monkeypatch):
 
         return wrapped
 
-    monkeypatch.setitem(vi.fit.__globals__, "_step_fn", counting)
+    monkeypatch.setattr(_step, "step_fn", counting)
     vi.fit(regression, (jnp.array(0.0), None), DATA, num_steps=1000, key=0, chunk_size=100, progress=False)
     assert len(traces) == 1
 
