@@ -104,6 +104,7 @@ def _check_finite_start(params: Any) -> None:
             raise FitError(f"fit: parameter {jax.tree_util.keystr(path) or 'params'} is not finite at the start")
 
 
+@_step.blas_single_threaded
 def fit(objective: Expectation, params: Any, *data: Any, optimizer: optax.GradientTransformation | None = None,
         num_steps: int, key: jax.Array | int, batch_size: int | None = None, progress: bool = True,
         callbacks: Sequence[Callable[[int, Any, np.ndarray], bool | None]] = (),
@@ -167,7 +168,7 @@ def fit(objective: Expectation, params: Any, *data: Any, optimizer: optax.Gradie
         state = objective.init_state(params, *first_batch)
     opt_state = optimizer.init(eqx.filter(dynamic, eqx.is_inexact_array))
     carry = _step.Carry(dynamic, opt_state, key, state, jnp.arange(max(n, 1)), jnp.array(n, jnp.int32),
-                   jnp.array(0, jnp.int32), jnp.array(0, jnp.int32), jnp.array(-1, jnp.int32))
+                        jnp.array(0, jnp.int32), jnp.array(0, jnp.int32), jnp.array(-1, jnp.int32))
     carry = jax.tree.map(_step.strong, carry)  # weak types would change after one step and recompile
     history: list[np.ndarray] = []
     if path is not None and resume and path.exists():
@@ -177,7 +178,7 @@ def fit(objective: Expectation, params: Any, *data: Any, optimizer: optax.Gradie
         carry = jax.device_put(carry, _mesh.replicated(mesh))
 
     run = _step.chunk_fn(_step.step_fn(objective, optimizer, static, batch_size, n, on_nonfinite == "skip", mesh),
-                    chunk, mesh)
+                         chunk, mesh)
     loop = _Loop(objective, optimizer, static, data, batch_size, n, key, num_steps, path, checkpoint_every,
                  strategy, callbacks)
     return loop.run(run, carry, history, Progress(num_steps, int(_mesh.host(carry.step)), progress))

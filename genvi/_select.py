@@ -302,6 +302,7 @@ def _exclusions(name: str, ex: Expectation, static: Any, carry: _step.Carry, dat
     return kept
 
 
+@_step.blas_single_threaded
 def select(candidates: Mapping[str, tuple] | Sequence[tuple], *data: Any,
            objective: Callable[[Any, Any], Expectation] | None = None,
            criterion: Callable[[Any, Any], Expectation] | None = None, restarts: int = 4, num_steps: int,

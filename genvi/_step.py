@@ -4,6 +4,11 @@ A step is a pure function of the carry (parameters, optimiser state, estimator s
 minibatch order, step count), so results do not depend on chunking and a resumed run repeats a
 straight one bit for bit. A step that meets a NaN or inf is either skipped or marks the carry,
 and `nonfinite` re-runs it eagerly to name the site at fault.
+
+Training runs with OpenBLAS single-threaded (`blas_single_threaded`): XLA's CPU runtime calls
+LAPACK (Cholesky, triangular solves) from its own worker threads, and a threaded OpenBLAS
+underneath them oversubscribes the cores and can deadlock (observed: `vi.select` on 480
+vmapped PPCA fits hung after one chunk; with one BLAS thread each chunk ran 12x faster).
 """
 
 from __future__ import annotations
@@ -16,12 +21,24 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import optax
+import threadpoolctl
 from jax.sharding import Mesh
 
 from . import _mesh, _plates
 from ._errors import ConfigError, FitError
 from ._expectation import Expectation
 from ._primitive import probing
+
+
+def blas_single_threaded(fn: Callable) -> Callable:
+    """Run `fn` with the BLAS libraries' own thread pools limited to one thread."""
+
+    @functools.wraps(fn)
+    def wrapped(*args: Any, **kwargs: Any) -> Any:
+        with threadpoolctl.threadpool_limits(limits=1, user_api="blas"):
+            return fn(*args, **kwargs)
+
+    return wrapped
 
 
 class Carry(NamedTuple):

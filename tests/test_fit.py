@@ -205,3 +205,20 @@ def test_strategy_runs_between_chunks_and_may_replace_params():
     # chunks of gcd(100, 50) = 50 steps; the strategy zeroes w at steps 50 and 100, not at the end
     assert [c[0] for c in calls] == [50, 100, 120]
     assert calls[0][1] == 0.0 and calls[1][1] == 0.0 and res.params[0] != 0.0
+
+
+def test_training_runs_with_one_blas_thread():
+    """XLA calls LAPACK from its own threads; a threaded OpenBLAS beneath them can deadlock, so
+    fit holds the BLAS pools at one thread while it trains and restores them afterwards."""
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    jnp.linalg.cholesky(jnp.eye(2)).block_until_ready()  # load the LAPACK that XLA uses
+    before = [pool["num_threads"] for pool in threadpoolctl.threadpool_info() if pool["user_api"] == "blas"]
+    seen = []
+
+    def record(step, params, losses):
+        seen.extend(p["num_threads"] for p in threadpoolctl.threadpool_info() if p["user_api"] == "blas")
+
+    vi.fit(regression, (jnp.array(0.0), None), DATA, num_steps=20, key=0, chunk_size=10, progress=False,
+           callbacks=[record])
+    assert seen and set(seen) == {1}
+    assert [p["num_threads"] for p in threadpoolctl.threadpool_info() if p["user_api"] == "blas"] == before
