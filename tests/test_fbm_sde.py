@@ -308,6 +308,29 @@ def test_family_optimum_is_attained_by_affine_control():
         assert abs(values.mean() - best) < 5 * values.std() / np.sqrt(n), (girsanov, values.mean(), best)
 
 
+def test_milstein_and_virtual_tree():
+    """With a virtual Brownian tree, Ito-Milstein and Euler give the same X and Y (their noise
+    coefficients do not depend on the state) and differ only in int u dW, whose coefficient u(z)
+    does; the tree's prior variance of X(1) matches the Euler chain's."""
+    K, n = 3, 2000
+    times = np.array([0.5, 1.0])
+    sde = F.FractionalSDE(F.LinearDrift(-1.0), F.ConstantDiffusion(1.0), 0.3, num_processes=K)
+    control = F.AffineControl(F.PathConfig(times, dt=0.1).grid, 1, K)
+    control = eqx.tree_at(lambda c: c.gain, control, control.gain.at[:, 0, 0].set(-2.0))
+    keys = jax.random.split(jax.random.PRNGKey(6), n)
+    paths = {}
+    for solver in ("euler", "milstein"):
+        config = F.PathConfig(times, dt=0.1, solver=solver, brownian="virtual", girsanov="full")
+        paths[solver] = np.asarray(jax.jit(jax.vmap(lambda k: F.solve(sde, control, jnp.ones(1), 0, config, k)))(keys))
+    assert np.allclose(paths["euler"][..., :-1], paths["milstein"][..., :-1], atol=1e-5)
+    assert not np.allclose(paths["euler"][..., -1], paths["milstein"][..., -1], atol=1e-3)
+    prior = np.asarray(_prior_paths(sde, F.PathConfig(times, dt=0.1, brownian="virtual"), keys))[:, -1, 0]
+    _, var = _prior_marginals(F.PathConfig(times, dt=0.1), *F.augmented_matrices(0.3, -1.0, 0.0, 1.0, K, 20.0, 1.0))
+    x = prior.astype(np.float64)
+    assert abs(x.var() - var[-1] ** 2) < 5 * np.sqrt(2.0 / n) * x.var()
+    assert abs(x.mean()) < 5 * x.std() / np.sqrt(n)
+
+
 # --- bad input --------------------------------------------------------------------------------
 
 
