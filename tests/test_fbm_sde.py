@@ -334,6 +334,21 @@ def test_milstein_and_virtual_tree():
     assert abs(x2.mean() - S[0, 0]) < 5 * x2.std() / np.sqrt(n), (x2.mean(), S[0, 0])
 
 
+def test_per_path_control_uses_its_own_offsets():
+    """solve() selects path `index`'s offsets before the time loop (select_path): the same path as
+    a one-path control holding only those offsets, under jit and vmap over paths."""
+    K = 2
+    config = F.PathConfig([0.5, 1.0], dt=0.1, brownian="grid", x0=[0.0])
+    sde = F.FractionalSDE(F.LinearDrift(-1.0), F.ConstantDiffusion(1.0), 0.3, num_processes=K)
+    two = F.AffineControl(config.grid, 1, K, num_paths=2)
+    two = eqx.tree_at(lambda c: c.offset, two, jnp.stack([jnp.full((10, 1), -3.0), jnp.full((10, 1), 2.0)]))
+    one = eqx.tree_at(lambda c: c.offset, F.AffineControl(config.grid, 1, K), jnp.full((1, 10, 1), 2.0))
+    key = jax.random.PRNGKey(7)
+    both = jax.jit(jax.vmap(lambda i: F.solve(sde, two, jnp.zeros(1), i, config, key)))(jnp.arange(2))
+    alone = F.solve(sde, one, jnp.zeros(1), 0, config, key)
+    assert np.allclose(both[1], alone, atol=1e-5) and not np.allclose(both[0], alone, atol=1e-2)
+
+
 # --- bad input --------------------------------------------------------------------------------
 
 

@@ -231,6 +231,9 @@ def solve(sde: FractionalSDE, control, x0: jax.Array, index, config: PathConfig,
     k_y, k_bm = jax.random.split(key)
     x0 = jnp.asarray(x0, jnp.float32).reshape(sde.dim)
     z0 = jnp.concatenate([x0, _initial_y(sde, k_y).ravel(), jnp.zeros(2)])
+    select = getattr(control, "select_path", None)
+    if select is not None:  # per-path parameters gathered once, outside the solver's loop
+        control, index = select(index), jnp.zeros((), jnp.int32)
     terms = _terms(sde, control, index, config, k_bm)
     solver = diffrax.Euler() if config.solver == "euler" else diffrax.ItoMilstein()
     grid = jnp.asarray(config.grid, jnp.float32)
