@@ -256,6 +256,99 @@ def test_kalman_matches_dense_gaussian():
     assert F.kalman(obs, grid, obs_times, Fm, f, L, noise, 0.5, 0.3, "I", gamma) == pytest.approx(dense, rel=1e-10)
 
 
+# --- graded grids and the family's exact optimum (LQR) ------------------------------------------
+
+
+def test_graded_grid_refines_before_each_observation():
+    times, dt, ratio, floor = np.array([0.3, 0.6, 1.0]), 0.05, 0.1, 1e-3
+    grid = F.solver_grid(times, dt, grading=(ratio, floor))
+    assert grid[0] == 0.0 and set(times) <= set(grid.tolist()) and np.all(np.diff(grid) > 0)
+    steps = np.diff(grid)
+    nxt = times[np.searchsorted(times, grid[1:] - 1e-12)]  # the observation each step runs towards
+    tau_end = nxt - grid[1:]  # the step ends tau before it
+    assert np.all(steps <= np.minimum(dt, ratio * (tau_end + floor)) * (1 + 1e-9) + 1e-12)
+    assert steps[-1] == pytest.approx(ratio * floor)  # the last step before an observation is ratio * floor
+    assert F.PathConfig(times, dt=dt, grading=(ratio, floor)).grid == tuple(grid.tolist())
+    with pytest.raises(genvi.ConfigError, match="grading"):
+        F.PathConfig(times, dt=dt, grading=(0.0, 1e-3))
+
+
+def _optimal_bridge(grading):
+    K, H, noise = 3, 0.3, 0.1
+    config = F.PathConfig([0.5, 1.0], dt=0.05, brownian="grid", x0=[0.0], grading=grading)
+    Fm, f, L = F.augmented_matrices(H, -1.0, 0.0, 1.0, K, 20.0, 1.0)
+    obs = np.array([0.5, 1.0])
+    args = (obs, config.grid, config.obs_times, Fm, f, L, noise)
+    log_z = F.kalman(*args, 0.0, 0.0, "II", F.gamma_grid(K, 20.0))
+    return config, obs, log_z, F.family_optimum(*args, 0.0, "II", F.gamma_grid(K, 20.0))
+
+
+def test_family_optimum_is_attained_by_affine_control():
+    """The Riccati solution, written into a preconditioned AffineControl, gives a Monte Carlo ELBO
+    equal to the claimed best ELBO; that is below log Z and closes on it as the grid is graded."""
+    K, n = 3, 2000
+    config, obs, log_z, (best, offsets, gains) = _optimal_bridge((0.05, 0.003))
+    _, _, log_z_flat, (best_flat, _, _) = _optimal_bridge(None)
+    assert best < log_z and best_flat < log_z_flat
+    assert log_z - best < 0.1 < log_z_flat - best_flat
+    sde = F.FractionalSDE(F.LinearDrift(-1.0), F.ConstantDiffusion(1.0), 0.3, num_processes=K)
+    control = F.AffineControl(config.grid, 1, K, obs_times=config.obs_times, floor=0.003)
+    scale = np.asarray(control.scale)
+    control = eqx.tree_at(lambda c: (c.offset, c.gain), control,
+                          (jnp.asarray(offsets / scale, jnp.float32)[None, :, None],
+                           jnp.asarray(gains / scale[:, None], jnp.float32)[:, None, :]))
+    assert np.allclose(control.effective()[1][:, 0, :], gains, rtol=1e-5, atol=1e-5)
+    params = (F.ObsModel(0.1), F.Posterior(sde, control))
+    data = jnp.asarray(obs, jnp.float32)[None, :, None]
+    for girsanov in ("full", "expected"):
+        objective = elbo(F.model(config, 1, K), F.guide(config.with_girsanov(girsanov)))
+        values = jax.jit(jax.vmap(lambda k: objective.estimate(k, params, data, jnp.arange(1))))(
+            jax.random.split(jax.random.PRNGKey(5), n))
+        values = np.asarray(values, np.float64)
+        assert abs(values.mean() - best) < 5 * values.std() / np.sqrt(n), (girsanov, values.mean(), best)
+
+
+def test_milstein_and_virtual_tree():
+    """With a virtual Brownian tree, Ito-Milstein and Euler give the same X and Y (their noise
+    coefficients do not depend on the state) and differ only in int u dW, whose coefficient u(z)
+    does; the tree's E X(1)^2 matches the controlled Euler chain's."""
+    K, n = 3, 2000
+    times = np.array([0.5, 1.0])
+    sde = F.FractionalSDE(F.LinearDrift(-1.0), F.ConstantDiffusion(1.0), 0.3, num_processes=K)
+    control = F.AffineControl(F.PathConfig(times, dt=0.1).grid, 1, K)
+    control = eqx.tree_at(lambda c: c.gain, control, control.gain.at[:, 0, 0].set(-2.0))
+    keys = jax.random.split(jax.random.PRNGKey(6), n)
+    paths = {}
+    for solver in ("euler", "milstein"):
+        config = F.PathConfig(times, dt=0.1, solver=solver, brownian="virtual", girsanov="full")
+        paths[solver] = np.asarray(jax.jit(jax.vmap(lambda k: F.solve(sde, control, jnp.ones(1), 0, config, k)))(keys))
+    assert np.allclose(paths["euler"][..., :-1], paths["milstein"][..., :-1], atol=1e-5)
+    assert not np.allclose(paths["euler"][..., -1], paths["milstein"][..., -1], atol=1e-3)
+    # E X(1)^2 of the controlled Euler chain Z_{n+1} = (I + (F + L kappa^T) dt) Z_n + L dW_n, Z_0 = (1, 0..0)
+    F_, _, L = F.augmented_matrices(0.3, -1.0, 0.0, 1.0, K, 20.0, 1.0)
+    kappa, S = np.eye(K + 1)[0] * -2.0, np.outer(np.eye(K + 1)[0], np.eye(K + 1)[0])
+    for _ in range(10):
+        A = np.eye(K + 1) + (F_ + np.outer(L, kappa)) * 0.1
+        S = A @ S @ A.T + np.outer(L, L) * 0.1
+    x2 = paths["euler"][:, -1, 0].astype(np.float64) ** 2
+    assert abs(x2.mean() - S[0, 0]) < 5 * x2.std() / np.sqrt(n), (x2.mean(), S[0, 0])
+
+
+def test_per_path_control_uses_its_own_offsets():
+    """solve() selects path `index`'s offsets before the time loop (select_path): the same path as
+    a one-path control holding only those offsets, under jit and vmap over paths."""
+    K = 2
+    config = F.PathConfig([0.5, 1.0], dt=0.1, brownian="grid", x0=[0.0])
+    sde = F.FractionalSDE(F.LinearDrift(-1.0), F.ConstantDiffusion(1.0), 0.3, num_processes=K)
+    two = F.AffineControl(config.grid, 1, K, num_paths=2)
+    two = eqx.tree_at(lambda c: c.offset, two, jnp.stack([jnp.full((10, 1), -3.0), jnp.full((10, 1), 2.0)]))
+    one = eqx.tree_at(lambda c: c.offset, F.AffineControl(config.grid, 1, K), jnp.full((1, 10, 1), 2.0))
+    key = jax.random.PRNGKey(7)
+    both = jax.jit(jax.vmap(lambda i: F.solve(sde, two, jnp.zeros(1), i, config, key)))(jnp.arange(2))
+    alone = F.solve(sde, one, jnp.zeros(1), 0, config, key)
+    assert np.allclose(both[1], alone, atol=1e-5) and not np.allclose(both[0], alone, atol=1e-2)
+
+
 # --- bad input --------------------------------------------------------------------------------
 
 
