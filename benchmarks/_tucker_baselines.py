@@ -26,7 +26,6 @@ import scipy.sparse as sp
 
 import genvi.models.tucker_gp as tg
 
-
 def _nearest(seen: np.ndarray, x: np.ndarray) -> np.ndarray:
     pos = np.clip(np.searchsorted(seen, x), 0, len(seen) - 1)
     left = np.clip(pos - 1, 0, len(seen) - 1)

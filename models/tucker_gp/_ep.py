@@ -24,8 +24,8 @@ import numpy as np
 
 from genvi import ConfigError, ShapeError
 
-from ._kalman import PathPosterior, function_moments, smooth
 from ._groups import core_fit, core_stats, entry_groups, mode_stats
+from ._kalman import PathPosterior, function_moments, smooth
 from ._posterior import TuckerPosterior
 from ._spec import TensorData, TuckerGP
 from ._ssm import ModePrior
@@ -85,7 +85,7 @@ def _update_mode(spec, priors, groups, index, y, state: EPState, k: int, e_tau, 
     prec = rho * state.prec[k] + (1 - rho) * e_tau * lam
     shift = rho * state.shift[k] + (1 - rho) * e_tau * eta
     path = smooth(priors[k], prec, shift)
-    replace = lambda seq, v: tuple(v if j == k else x for j, x in enumerate(seq))  # noqa: E731
+    replace = lambda seq, v: tuple(v if j == k else x for j, x in enumerate(seq))
     return state._replace(prec=replace(state.prec, prec), shift=replace(state.shift, shift),
                           paths=replace(state.paths, path))
 
@@ -97,6 +97,14 @@ def _cp_entry_moments(means, seconds, index):
     return ef, ef2
 
 
+def _core_cov(prec: jax.Array, core_var: float) -> jax.Array:
+    """`(prec + I / core_var)⁻¹` by a symmetric eigendecomposition, `prec`'s eigenvalues floored at
+    0 (it is a sum of PSD terms: float32 round-off in a large, ill-conditioned P × P system must
+    not make the core's posterior indefinite, which a Cholesky turns into NaN)."""
+    lam, vec = jnp.linalg.eigh(0.5 * (prec + prec.T))
+    return (vec / (jnp.maximum(lam, 0.0) + 1.0 / core_var)) @ vec.T
+
+
 def _sweep(spec: TuckerGP, priors, groups, index, y, state: EPState, rho, rho_core, rho_tau):
     """One sweep: every mode's messages and smoother, then the core, then the noise (traced)."""
     a = spec.a0 + 0.5 * y.shape[0]
@@ -104,23 +112,22 @@ def _sweep(spec: TuckerGP, priors, groups, index, y, state: EPState, rho, rho_co
     for k in range(spec.num_modes):
         state = _update_mode(spec, priors, groups, index, y, state, k, e_tau, rho)
     means, seconds = _grid_moments(priors, state.paths)
+    # Σₙ E[(yₙ − fₙ)²] = Σₙ (yₙ − E fₙ)² + Σₙ Var fₙ: the residuals directly, the variance (a
+    # difference of large sums in float32) floored at its exact lower bound 0
     if spec.cp:
-        ef, ef2 = _cp_entry_moments(means, seconds, index)
-        sq = jnp.sum(y**2) - 2 * jnp.sum(y * ef) + jnp.sum(ef2)  # Σₙ E[(yₙ − fₙ)²]
-        fit = jnp.sum(jnp.prod(jnp.stack([m[index[:, k]] for k, m in enumerate(means)]), axis=0), axis=-1)
+        fit, ef2 = _cp_entry_moments(means, seconds, index)
+        var_sum = jnp.sum(jnp.maximum(ef2 - fit**2, 0.0))
     else:
         second_sum, first_y = core_stats(means, seconds, groups, index, y)
         cprec = rho_core * state.core_prec + (1 - rho_core) * e_tau * second_sum
         cshift = rho_core * state.core_shift + (1 - rho_core) * e_tau * first_y
-        P = cprec.shape[0]
-        post = cprec + jnp.eye(P, dtype=y.dtype) / spec.core_var
-        chol = jnp.linalg.cholesky(0.5 * (post + post.T))
-        cov = jax.scipy.linalg.cho_solve((chol, True), jnp.eye(P, dtype=y.dtype))
+        cov = _core_cov(cprec, spec.core_var)
         mean = (cov @ cshift).reshape(spec.ranks)
         state = state._replace(core_prec=cprec, core_shift=cshift, core_mean=mean, core_cov=cov)
         w = mean.reshape(-1)
-        sq = jnp.sum(y**2) - 2 * w @ first_y + jnp.sum((cov + jnp.outer(w, w)) * second_sum)
         fit = core_fit(mean, means, groups, index)
+        var_sum = jnp.maximum(jnp.sum((cov + jnp.outer(w, w)) * second_sum) - jnp.sum(fit**2), 0.0)
+    sq = jnp.sum((y - fit) ** 2) + var_sum
     tau_b = rho_tau * state.tau_b + (1 - rho_tau) * (spec.b0 + 0.5 * sq)
     return state._replace(tau_b=tau_b), jnp.sqrt(jnp.mean((y - fit) ** 2))
 

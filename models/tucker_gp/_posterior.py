@@ -60,8 +60,9 @@ class TuckerPosterior(eqx.Module):
 
 
 def _bucket(n: int) -> int:
-    """The next power of two >= max(n, 16): query arrays are padded to it to reuse compilations."""
-    return 1 << max(4, (max(n, 1) - 1).bit_length())
+    """The next power of two >= max(n, 256): query arrays are padded to it so that queries of
+    similar size (and all small ones) share one compilation."""
+    return 1 << max(8, (max(n, 1) - 1).bit_length())
 
 
 @jax.jit
