@@ -135,6 +135,33 @@ def table(name: str, rows: dict) -> None:
     print()
 
 
+def profile(ranks=(3, 7), sweeps: int = 10, steps: int = 500) -> None:
+    """Seconds for one EP fit and one VI fit on US-TEMP fold 0: first call (compilation included),
+    then per EP sweep / per VI step from a second, compiled call."""
+    fold = tg.load_funbat("us_temp", 0, full_grid=True)
+    print(f"\n== Profile: US-TEMP fold 0 ({len(fold.train.y):,} entries), Matérn-1/2 ==")
+    for r in ranks:
+        for cp in (True, False):
+            spec = tg.TuckerGP((r,) * 3, kernel="matern12", lengthscale=0.1, variance=5.0, cp=cp)
+            kw = dict(damping=0.6, damping_core=0.8) if not cp else {}
+            t = time.perf_counter()
+            post = tg.fit_ep(spec, fold.train, num_iters=sweeps, **kw).posterior
+            post.predict(fold.test_coords)[0].block_until_ready()
+            first = time.perf_counter() - t
+            t = time.perf_counter()
+            tg.fit_ep(spec, fold.train, num_iters=sweeps, key=1, **kw).state.tau_b.block_until_ready()
+            per = (time.perf_counter() - t) / sweeps
+            print(f"  EP {'CP' if cp else 'Tucker'} R={r}: first fit + predict {first:.1f} s (compilation included); "
+                  f"{per:.3f} s per sweep afterwards", flush=True)
+    spec = tg.TuckerGP((3, 3, 3), kernel="matern12", lengthscale=0.1, variance=5.0, cp=True)
+    stamps: list[float] = []
+    t = time.perf_counter()
+    tg.fit_vi(spec, fold.train, num_steps=steps * 3, batch_size=1024, chunk_size=steps,
+              callbacks=[lambda *_: stamps.append(time.perf_counter())])
+    print(f"  VI CP R=3: first {steps} steps {stamps[0] - t:.1f} s (compilation included); "
+          f"{float(np.median(np.diff(stamps))) / steps * 1e3:.2f} ms per step of 1024 entries afterwards", flush=True)
+
+
 def scale(sizes, reps: int = 3) -> dict:
     """Seconds per epoch (EP: one sweep; VI: N/B steps of B = 1000) against N entries."""
     print("\n== Scale: time per epoch vs entries (synthetic 3-mode, 200 coordinates per mode, CP R=3, "
@@ -167,7 +194,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="one fold, fewer configurations and iterations")
     ap.add_argument("--skip", default="", help="comma-separated parts to skip: "
-                    "synthetic,us_temp,beijing,scale,r1 (the rank-1 CP runs)")
+                    "synthetic,us_temp,beijing,profile,scale,r1 (the rank-1 CP runs)")
     ap.add_argument("--folds", default=None, help="folds for EP and baselines: a list such as 0,1,2 (default "
                     "0,1,2,3,4; quick 0)")
     ap.add_argument("--vi-folds", default=None, help="folds on which the VI route also runs (default: --folds)")
@@ -206,6 +233,8 @@ def main(argv=None) -> int:
         if name not in skip and data_ok:
             print(f"\n== {name}: folds {folds}; EP {iters} sweeps, VI {steps} Adam steps of 1024 entries ==")
             results[name] = real(name, folds, grid_ep, iters, steps, grid_vi, vi_folds, not args.no_baselines)
+    if "profile" not in skip:
+        profile()
     if "scale" not in skip:
         results["scale"] = scale([1_000, 10_000, 100_000])
     verdicts(results)
