@@ -56,7 +56,8 @@ def rmse_mae(pred, y) -> tuple[float, float]:
 
 
 # --- FunBaT runs ------------------------------------------------------------------------------
-TUCKER_DAMPING = (0.6, 0.8)  # at least this (factor, core) damping for Tucker cores: 0.3 / 0.5 diverged at R >= 5
+TUCKER_DAMPING = [0.6, 0.8]  # at least this (factor, core) damping for Tucker cores (US-TEMP's 0.3 / 0.5 diverged
+# at R >= 5); --tucker-damping changes it
 
 
 def funbat(route: str, train: tg.TensorData, ranks, cp: bool, kernel: str, cfg: dict, iters: int, steps: int,
@@ -199,6 +200,8 @@ def main(argv=None) -> int:
                     "0,1,2,3,4; quick 0)")
     ap.add_argument("--vi-folds", default=None, help="folds on which the VI route also runs (default: --folds)")
     ap.add_argument("--no-baselines", action="store_true", help="skip the ALS and GP baselines")
+    ap.add_argument("--tucker-damping", default="0.6,0.8", help="floor on the (factor, core) EP damping of "
+                    "Tucker runs; 0,0 keeps each data set's configured damping")
     ap.add_argument("--cp-ranks", default=None, help="CP ranks, e.g. 2,3,5,7")
     ap.add_argument("--tucker-ranks", default=None, help="Tucker ranks, e.g. 2,3,5,7")
     ap.add_argument("--vi-ranks", default=None, help="ranks for the VI route (CP and Tucker)")
@@ -207,6 +210,7 @@ def main(argv=None) -> int:
     ap.add_argument("--steps", type=int, default=None, help="VI Adam steps (default 4000; quick 1500)")
     args = ap.parse_args(argv)
     skip = set(filter(None, args.skip.split(",")))
+    TUCKER_DAMPING[:] = [float(v) for v in args.tucker_damping.split(",")]
     q = args.quick
     jax.config.update("jax_compilation_cache_dir", os.environ.get("GENVI_JAX_CACHE", "/tmp/genvi_jax_cache"))
     print(f"devices: {jax.devices()}  quick={q}  argv: {' '.join(sys.argv[1:] if argv is None else argv)}")
