@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
+import genvi.models.tucker_gp as tg
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-
-import genvi
-import genvi.models.tucker_gp as tg
-from genvi import ConfigError, ShapeError
 from genvi.models.tucker_gp import _moments
 from genvi.objectives import elbo
 
-KERNELS = ["matern12", "matern32", "matern52"]
+import genvi
+from genvi import ConfigError, ShapeError
+
 
 
 def _dense_gp(kernel, ell, var, x, y, noise, xs):
@@ -26,7 +25,8 @@ def _dense_gp(kernel, ell, var, x, y, noise, xs):
     return mean, np.diag(cov)
 
 
-@pytest.mark.parametrize("kernel", KERNELS)
+@pytest.mark.parametrize("kernel", [pytest.param("matern12", marks=pytest.mark.slow), "matern32",
+                                    pytest.param("matern52", marks=pytest.mark.slow)])
 def test_state_space_prior_covariance_is_the_matern_kernel(kernel):
     grid = np.sort(np.random.default_rng(0).uniform(0, 1, 12)).astype(np.float32)
     sde = tg.matern_sde(kernel, 0.3, 1.7)
@@ -47,12 +47,19 @@ def test_state_space_prior_covariance_is_the_matern_kernel(kernel):
     for r in range(2):  # both functions of the mode follow the kernel
         np.testing.assert_allclose(cov[r], K, rtol=2e-4, atol=2e-4 * 1.7)
     # P∞ is stationary: F P + P Fᵀ + L Qc Lᵀ = 0, and Van Loan's Q equals P∞ − A P∞ Aᵀ
-    lyap = sde.F @ sde.Pinf + sde.Pinf @ sde.F.T + sde.L @ sde.Qc @ sde.L.T
-    np.testing.assert_allclose(lyap, 0.0, atol=1e-4 * float(jnp.max(jnp.abs(sde.L @ sde.Qc @ sde.L.T))))
+    F, Pinf, L, Qc = (np.asarray(a, np.float64) for a in (sde.F, sde.Pinf, sde.L, sde.Qc))
+    lyap = F @ Pinf + Pinf @ F.T + L @ Qc @ L.T
+    np.testing.assert_allclose(lyap, 0.0, atol=1e-4 * float(np.max(np.abs(L @ Qc @ L.T))))
     gaps = jnp.asarray([0.01, 0.05, 0.4, 2.0])
-    A, Q = tg._ssm.discretise(sde, gaps)
-    np.testing.assert_allclose(A, jax.vmap(lambda t: jax.scipy.linalg.expm(sde.F * t))(gaps), rtol=1e-4, atol=1e-5)
-    direct = sde.Pinf - A @ sde.Pinf @ jnp.swapaxes(A, 1, 2)
+
+    @jax.jit
+    def closed_and_direct(sde, gaps):
+        A, Q = tg._ssm.discretise(sde, gaps)
+        expm = jax.vmap(lambda t: jax.scipy.linalg.expm(sde.F * t))(gaps)
+        return A, Q, expm, sde.Pinf - A @ sde.Pinf @ jnp.swapaxes(A, 1, 2)
+
+    A, Q, expm, direct = closed_and_direct(sde, gaps)
+    np.testing.assert_allclose(A, expm, rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(Q, direct, atol=1e-4 * float(jnp.max(sde.Pinf)))
 
 
@@ -63,7 +70,7 @@ def _observations(seed=1, n=40):
     return x.astype(np.float32), y.astype(np.float32)
 
 
-@pytest.mark.parametrize("kernel", ["matern12", "matern32"])
+@pytest.mark.parametrize("kernel", ["matern12", pytest.param("matern32", marks=pytest.mark.slow)])
 def test_kalman_smoother_and_interpolation_match_dense_gp_regression(kernel):
     x, y = _observations()
     noise = 0.05
@@ -81,19 +88,42 @@ def test_kalman_smoother_and_interpolation_match_dense_gp_regression(kernel):
     mean, var = _dense_gp(kernel, 0.2, 1.0, x, y, noise, xs)
     np.testing.assert_allclose(m[:, 0], mean, atol=2e-3)
     np.testing.assert_allclose(v[:, 0, 0], var, atol=2e-3)
+    # a grid with extra, unobserved points (tensor_data(..., grids=...)) gives the same posterior
+    wide = np.unique(np.concatenate([grid, xs[1:5]]))
+    data = tg.tensor_data(x[:, None], y, grids=[wide])
+    np.testing.assert_array_equal(wide[data.index[:, 0]], x)
+    on = np.searchsorted(wide, grid)
+    prec_w = np.zeros(len(wide))
+    shift_w = np.zeros(len(wide))
+    prec_w[on], shift_w[on] = prec, shift
+    prior_w = tg.mode_prior(tg.matern_sde(kernel, 0.2, 1.0), jnp.asarray(wide, jnp.float32), rank=1)
+    path_w = tg.smooth(prior_w, jnp.asarray(prec_w, jnp.float32)[:, None, None],
+                       jnp.asarray(shift_w, jnp.float32)[:, None])
+    np.testing.assert_allclose(path_w.mean[on, 0], path.mean[:, 0], atol=1e-4)
+    extra = np.searchsorted(wide, xs[1:5])
+    np.testing.assert_allclose(path_w.mean[extra, 0], m[1:5, 0], atol=1e-4)
+    np.testing.assert_allclose(path_w.cov[extra, 0, 0], v[1:5, 0, 0], atol=1e-4)
+    with pytest.raises(ConfigError, match="not on grids"):
+        tg.tensor_data(x[:, None], y, grids=[grid[1:]])
 
 
+@pytest.mark.slow  # (seconds of compilation; run with -m slow)
 def test_gauss_markov_closed_form_kl_and_marginals_match_monte_carlo(key):
     grid = jnp.linspace(0.0, 1.0, 6)
     p = tg.GaussMarkov.from_prior(tg.mode_prior(tg.matern_sde("matern32", 0.3, 1.0), grid, rank=1))
     k1, k2 = jax.random.split(key)
     q = tg.GaussMarkov(p.trans * 0.9, 0.3 * jax.random.normal(k1, p.loc.shape), p.scale_tril * 0.7)
-    xs = jax.jit(lambda k: q.sample(k, (20_000,)))(k2)
-    log_ratio = np.asarray(jax.jit(lambda x: q.log_prob(x) - p.log_prob(x))(xs), np.float64)
-    kl = float(numpyro_kl(q, p))
+
+
+    @jax.jit  # one compilation for the sampling, densities, KL and marginals
+    def run(q, p, k):
+        xs = q.sample(k, (20_000,))
+        return xs, q.log_prob(xs) - p.log_prob(xs), numpyro_kl(q, p), q.marginals()
+
+    xs, log_ratio, kl, marg = run(q, p, k2)
+    log_ratio, kl = np.asarray(log_ratio, np.float64), float(kl)
     se = log_ratio.std() / np.sqrt(len(log_ratio))
     assert abs(log_ratio.mean() - kl) < 5 * se
-    marg = q.marginals()
     emp = np.asarray(xs, np.float64)
     se_m = emp.std(0) / np.sqrt(len(emp))
     assert np.all(np.abs(emp.mean(0) - marg.mean) < 5 * se_m + 1e-6)
@@ -118,18 +148,73 @@ def test_tucker_moments_match_explicit_kronecker_products():
     j = lambda a: [jnp.asarray(v, jnp.float32) for v in a]  # noqa: E731
     z = np.kron(np.kron(means[0], means[1]), means[2])
     zz = np.kron(np.kron(seconds[0], seconds[1]), seconds[2])
-    ef, ef2 = _moments.entry_moments(jnp.asarray(W, jnp.float32), jnp.asarray(S, jnp.float32), j(means), j(seconds))
+    ef, ef2 = jax.jit(_moments.entry_moments)(jnp.asarray(W, jnp.float32), jnp.asarray(S, jnp.float32), j(means),
+                                              j(seconds))
     w = W.reshape(-1)
     np.testing.assert_allclose(ef, w @ z, rtol=1e-4)
     np.testing.assert_allclose(ef2, w @ zz @ w + np.trace(S @ zz), rtol=1e-4)
     for k in range(3):  # a = W_(k) (⊗_(j≠k) u^j)
         Wk = np.moveaxis(W, k, 0).reshape(ranks[k], -1)
         o = [i for i in range(3) if i != k]
-        ea, eaa = _moments.mode_moments(jnp.asarray(W, jnp.float32), j(means), j(seconds), k)
+        ea, eaa = jax.jit(_moments.mode_moments, static_argnums=3)(jnp.asarray(W, jnp.float32), j(means),
+                                                                   j(seconds), k)
         np.testing.assert_allclose(ea, Wk @ np.kron(means[o[0]], means[o[1]]), rtol=1e-4, atol=1e-5)
         np.testing.assert_allclose(eaa, Wk @ np.kron(seconds[o[0]], seconds[o[1]]) @ Wk.T, rtol=1e-4, atol=1e-4)
     batch = [jnp.asarray(np.stack([s, 2 * s, s]), jnp.float32) for s in seconds]
-    np.testing.assert_allclose(_moments.kron_second_sum(batch, chunk=2), 10 * zz, rtol=1e-4, atol=1e-4)
+    second_sum = jax.jit(_moments.kron_second_sum, static_argnames="chunk")(batch, chunk=2)
+    np.testing.assert_allclose(second_sum, 10 * zz, rtol=1e-4, atol=1e-4)
+
+
+def test_grouped_entry_statistics_equal_the_per_entry_sums():
+    """EP's statistics summed once per distinct combination of the other modes' coordinates equal
+    the plain sums over entries (duplicated combinations on purpose)."""
+    from genvi.models.tucker_gp import _groups
+
+    rng = np.random.default_rng(4)
+    sizes, ranks = (3, 4, 5), (2, 3, 2)
+    index = np.stack([rng.integers(0, n, 80) for n in sizes], 1).astype(np.int32)
+    y = jnp.asarray(rng.normal(size=80), jnp.float32)
+    means = [jnp.asarray(rng.normal(size=(n, r)), jnp.float32) for n, r in zip(sizes, ranks)]
+    seconds = [jnp.asarray((lambda a: a @ np.swapaxes(a, 1, 2))(rng.normal(size=(n, r, r))), jnp.float32)
+               for n, r in zip(sizes, ranks)]
+    core = jnp.asarray(rng.normal(size=ranks), jnp.float32)
+    groups = _groups.entry_groups(index, multiple=8)
+    idx = jnp.asarray(index)
+
+    @jax.jit
+    def grouped_and_direct():
+        ms = [m[idx[:, k]] for k, m in enumerate(means)]
+        ss = [s[idx[:, k]] for k, s in enumerate(seconds)]
+        out = []
+        for k in range(3):
+            ea, eaa = jax.vmap(lambda m, s: _moments.mode_moments(core, m, s, k))(ms, ss)
+            direct = (jax.ops.segment_sum(eaa, idx[:, k], sizes[k]),
+                      jax.ops.segment_sum(y[:, None] * ea, idx[:, k], sizes[k]))
+            out.append((_groups.mode_stats(core, means, seconds, groups, idx, y, k), direct))
+        z = _moments.kron_first(ms)
+        out.append((_groups.core_stats(means, seconds, groups, idx, y), (_moments.kron_second_sum(ss), z.T @ y)))
+        out.append(((_groups.core_fit(core, means, groups, idx),), (z @ core.reshape(-1),)))
+        return out
+
+    for grouped, direct in grouped_and_direct():
+        for a, b in zip(grouped, direct):
+            np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4 * float(jnp.max(jnp.abs(b))))
+    assert groups.combo[0].shape[0] % 8 == 0 and groups.combo[0].shape[0] >= len(np.unique(index[:, 1:], axis=0))
+
+
+def test_core_covariance_is_the_inverse_and_stays_positive_definite():
+    from genvi.models.tucker_gp._ep import _core_cov
+
+    rng = np.random.default_rng(5)
+    a = rng.normal(size=(6, 4))
+    prec = a @ a.T  # PSD of rank 4: singular, as a core precision from few distinct entries can be
+    cov = np.asarray(_core_cov(jnp.asarray(prec, jnp.float32), 2.0), np.float64)
+    np.testing.assert_allclose(cov, np.linalg.inv(prec + np.eye(6) / 2.0), rtol=1e-3, atol=1e-4)
+    # round-off can make a summed precision slightly indefinite: the floor keeps cov ≤ core_var I
+    bad = prec - 1e-2 * np.eye(6)  # two eigenvalues -0.01
+    cov = np.asarray(_core_cov(jnp.asarray(bad, jnp.float32), 2.0), np.float64)
+    lam = np.linalg.eigvalsh(0.5 * (cov + cov.T))
+    assert np.all(np.isfinite(cov)) and lam.min() > 0 and lam.max() <= 2.0 * (1 + 1e-5)
 
 
 def _small_synthetic():
@@ -176,6 +261,7 @@ def test_ep_and_vi_routes_agree_on_a_small_problem(small_ep):
     assert np.median(np.sqrt(v_vi)) < 0.5 * scale and np.median(np.sqrt(v_ep)) < 0.5 * scale
 
 
+@pytest.mark.slow  # (seconds of compilation; run with -m slow)
 def test_tucker_core_ep_reduces_error_on_a_three_mode_tensor():
     rng = np.random.default_rng(0)
     coords = rng.uniform(0, 1, (300, 3))
@@ -186,6 +272,19 @@ def test_tucker_core_ep_reduces_error_on_a_three_mode_tensor():
     assert res.train_rmse[-1] < 0.5 * y.std()
     m, v = res.posterior.predict(rng.uniform(0, 1, (20, 3)))
     assert np.all(np.isfinite(m)) and np.all(np.isfinite(v))
+
+
+@pytest.mark.slow
+def test_ep_with_a_callback_runs_the_same_sweeps_as_the_compiled_loop():
+    syn = _small_synthetic()
+    seen = []
+    a = tg.fit_ep(SMALL_SPEC, syn.train, num_iters=4, damping=0.1, damping_tau=0.2)
+    b = tg.fit_ep(SMALL_SPEC, syn.train, num_iters=4, damping=0.1, damping_tau=0.2,
+                  callback=lambda it, post: seen.append(it))
+    assert seen == [0, 1, 2, 3]
+    np.testing.assert_allclose(a.train_rmse, b.train_rmse, rtol=1e-4)
+    np.testing.assert_allclose(a.posterior.predict(syn.test_coords)[0], b.posterior.predict(syn.test_coords)[0],
+                               rtol=1e-4, atol=1e-5)
 
 
 def test_duplicates_are_merged_and_unsorted_input_is_sorted():
@@ -231,6 +330,7 @@ def test_bad_input_is_named():
         tg.tensor_data(np.zeros((4, 3)), np.zeros(4), num_modes=2)
 
 
+@pytest.mark.slow  # (seconds of compilation; run with -m slow)
 def test_factors_compose_with_another_likelihood_in_a_genvi_model():
     """The GP factors as a prior inside a user's own model: Poisson counts with f as log-rate."""
     rng = np.random.default_rng(0)

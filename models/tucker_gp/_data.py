@@ -44,8 +44,13 @@ class Fold(NamedTuple):
     ndims: tuple[int, ...]
 
 
-def load_funbat(name: str, fold: int = 0, *, root: str | os.PathLike | None = None) -> Fold:
-    """Load fold `fold` (0-4) of `"us_temp"` or `"beijing"` with coordinates rescaled."""
+def load_funbat(name: str, fold: int = 0, *, root: str | os.PathLike | None = None, full_grid: bool = False) -> Fold:
+    """Load fold `fold` (0-4) of `"us_temp"` or `"beijing"` with coordinates rescaled.
+
+    `full_grid=True` puts every index value of the data set on each mode's grid, observed in
+    this fold's training entries or not (`tensor_data(..., grids=...)`): the same posterior,
+    and every fold then has the same shapes, so the compiled programs are reused across folds.
+    """
     if name not in FILES:
         raise ConfigError(f"load_funbat: unknown data set {name!r}; choose one of {sorted(FILES)}")
     if not 0 <= fold <= 4:
@@ -59,7 +64,8 @@ def load_funbat(name: str, fold: int = 0, *, root: str | os.PathLike | None = No
         ndims = tuple(int(v) for v in z["ndims"])
         parts = {k: z[f"fold{fold}_{k}"] for k in ("tr_ind", "tr_y", "te_ind", "te_y")}
     to_coord = lambda ind: scale * ind / np.maximum(np.asarray(ndims) - 1, 1)  # noqa: E731
-    train = tensor_data(to_coord(parts["tr_ind"]), parts["tr_y"].reshape(-1))
+    grids = [scale * np.arange(n) / max(n - 1, 1) for n in ndims]  # the same arithmetic as to_coord
+    train = tensor_data(to_coord(parts["tr_ind"]), parts["tr_y"].reshape(-1), grids=grids if full_grid else None)
     return Fold(train, to_coord(parts["te_ind"]).astype(np.float32),
                 parts["te_y"].reshape(-1).astype(np.float32), ndims)
 

@@ -24,8 +24,8 @@ import numpy as np
 
 from genvi import ConfigError, ShapeError
 
+from ._groups import core_fit, core_stats, entry_groups, mode_stats
 from ._kalman import PathPosterior, function_moments, smooth
-from ._moments import entry_moments, kron_first, kron_second_sum, mode_moments
 from ._posterior import TuckerPosterior
 from ._spec import TensorData, TuckerGP
 from ._ssm import ModePrior
@@ -73,67 +73,85 @@ def init_state(spec: TuckerGP, priors: list[ModePrior], key: jax.Array, init_sca
     return EPState(tuple(prec), tuple(shift), tuple(paths), *core, jnp.asarray(1.0, dtype))  # rate set by fit_ep
 
 
-def _moments_at_entries(priors, paths, index):
-    means, seconds = [], []
-    for k, (p, path) in enumerate(zip(priors, paths)):
-        m, s = function_moments(p, path)
-        means.append(m[index[:, k]])
-        seconds.append(s[index[:, k]])
-    return means, seconds
+def _grid_moments(priors, paths):
+    """Each mode's function means (n_k, R) and second moments (n_k, R, R) on its grid."""
+    out = [function_moments(p, path) for p, path in zip(priors, paths)]
+    return [m for m, _ in out], [s for _, s in out]
 
 
-def _update_mode(spec, priors, index, y, state: EPState, k: int, e_tau, rho):
-    means, seconds = _moments_at_entries(priors, state.paths, index)
-    ea, eaa = jax.vmap(lambda m, s: mode_moments(state.core_mean, m, s, k))(means, seconds)
-    n = priors[k].A.shape[0]
-    lam = jax.ops.segment_sum(e_tau * eaa, index[:, k], n)  # merge the entries' messages
-    eta = jax.ops.segment_sum(e_tau * y[:, None] * ea, index[:, k], n)
-    prec = rho * state.prec[k] + (1 - rho) * lam
-    shift = rho * state.shift[k] + (1 - rho) * eta
+def _update_mode(spec, priors, groups, index, y, state: EPState, k: int, e_tau, rho):
+    means, seconds = _grid_moments(priors, state.paths)
+    lam, eta = mode_stats(state.core_mean, means, seconds, groups, index, y, k)  # merged messages
+    prec = rho * state.prec[k] + (1 - rho) * e_tau * lam
+    shift = rho * state.shift[k] + (1 - rho) * e_tau * eta
     path = smooth(priors[k], prec, shift)
-    replace = lambda seq, v: tuple(v if j == k else x for j, x in enumerate(seq))  # noqa: E731
+    replace = lambda seq, v: tuple(v if j == k else x for j, x in enumerate(seq))
     return state._replace(prec=replace(state.prec, prec), shift=replace(state.shift, shift),
                           paths=replace(state.paths, path))
 
 
-def _sq_error(spec, state, means, seconds, y, second_sum, first_y):
-    """Σₙ E[(yₙ − fₙ)²] under the current posterior."""
-    if spec.cp:
-        ef, ef2 = jax.vmap(lambda m, s: entry_moments(None, None, m, s))(means, seconds)
-        return jnp.sum(y**2) - 2 * jnp.sum(y * ef) + jnp.sum(ef2)
-    w = state.core_mean.reshape(-1)
-    ww = state.core_cov + jnp.outer(w, w)
-    return jnp.sum(y**2) - 2 * w @ first_y + jnp.sum(ww * second_sum)
+def _cp_entry_moments(means, seconds, index):
+    """CP: `E[f]`, `E[f²]` per entry (Hadamard products of the factors' moments)."""
+    ef = jnp.sum(jnp.prod(jnp.stack([m[index[:, k]] for k, m in enumerate(means)]), axis=0), axis=-1)
+    ef2 = jnp.sum(jnp.prod(jnp.stack([s[index[:, k]] for k, s in enumerate(seconds)]), axis=0), axis=(-2, -1))
+    return ef, ef2
 
 
-@functools.partial(jax.jit, static_argnames=("spec",))
-def ep_step(spec: TuckerGP, priors, index, y, state: EPState, rho, rho_core, rho_tau):
-    """One sweep: every mode's messages and smoother, then the core, then the noise."""
+def _core_cov(prec: jax.Array, core_var: float) -> jax.Array:
+    """`(prec + I / core_var)⁻¹` by a symmetric eigendecomposition, `prec`'s eigenvalues floored at
+    0 (it is a sum of PSD terms: float32 round-off in a large, ill-conditioned P × P system must
+    not make the core's posterior indefinite, which a Cholesky turns into NaN)."""
+    lam, vec = jnp.linalg.eigh(0.5 * (prec + prec.T))
+    return (vec / (jnp.maximum(lam, 0.0) + 1.0 / core_var)) @ vec.T
+
+
+def _sweep(spec: TuckerGP, priors, groups, index, y, state: EPState, rho, rho_core, rho_tau):
+    """One sweep: every mode's messages and smoother, then the core, then the noise (traced)."""
     a = spec.a0 + 0.5 * y.shape[0]
     e_tau = a / state.tau_b
     for k in range(spec.num_modes):
-        state = _update_mode(spec, priors, index, y, state, k, e_tau, rho)
-    means, seconds = _moments_at_entries(priors, state.paths, index)
-    second_sum = first_y = None
-    if not spec.cp:
-        z = kron_first(means)
-        second_sum = kron_second_sum(seconds)
-        first_y = z.T @ y
+        state = _update_mode(spec, priors, groups, index, y, state, k, e_tau, rho)
+    means, seconds = _grid_moments(priors, state.paths)
+    # Σₙ E[(yₙ − fₙ)²] = Σₙ (yₙ − E fₙ)² + Σₙ Var fₙ: the residuals directly, the variance (a
+    # difference of large sums in float32) floored at its exact lower bound 0
+    if spec.cp:
+        fit, ef2 = _cp_entry_moments(means, seconds, index)
+        var_sum = jnp.sum(jnp.maximum(ef2 - fit**2, 0.0))
+    else:
+        second_sum, first_y = core_stats(means, seconds, groups, index, y)
         cprec = rho_core * state.core_prec + (1 - rho_core) * e_tau * second_sum
         cshift = rho_core * state.core_shift + (1 - rho_core) * e_tau * first_y
-        P = cprec.shape[0]
-        post = cprec + jnp.eye(P, dtype=y.dtype) / spec.core_var
-        chol = jnp.linalg.cholesky(0.5 * (post + post.T))
-        cov = jax.scipy.linalg.cho_solve((chol, True), jnp.eye(P, dtype=y.dtype))
+        cov = _core_cov(cprec, spec.core_var)
         mean = (cov @ cshift).reshape(spec.ranks)
         state = state._replace(core_prec=cprec, core_shift=cshift, core_mean=mean, core_cov=cov)
-    sq = _sq_error(spec, state, means, seconds, y, second_sum, first_y)
+        w = mean.reshape(-1)
+        fit = core_fit(mean, means, groups, index)
+        var_sum = jnp.maximum(jnp.sum((cov + jnp.outer(w, w)) * second_sum) - jnp.sum(fit**2), 0.0)
+    sq = jnp.sum((y - fit) ** 2) + var_sum
     tau_b = rho_tau * state.tau_b + (1 - rho_tau) * (spec.b0 + 0.5 * sq)
-    if spec.cp:
-        fit = jax.vmap(lambda m: entry_moments(None, None, m, m)[0])(means)
-    else:
-        fit = kron_first(means) @ state.core_mean.reshape(-1)
     return state._replace(tau_b=tau_b), jnp.sqrt(jnp.mean((y - fit) ** 2))
+
+
+ep_step = jax.jit(_sweep, static_argnames=("spec",))
+ep_step.__doc__ = "One compiled EP sweep (`_sweep`): every mode, then the core, then the noise."
+
+
+@functools.partial(jax.jit, static_argnames=("spec", "num_iters"))
+def _run(spec: TuckerGP, grids, groups, index, y, key, init_scale, rho, rho_core, rho_tau, num_iters: int):
+    """Priors, initial state and `num_iters` sweeps (a `lax.scan`) as one compiled program.
+
+    One compilation per model and data shape (rather than one per eager operation of the set-up
+    plus one per sweep function), and no host round trip between sweeps.
+    """
+    priors = tuple(spec.priors(grids, y.dtype))
+    state = init_state(spec, list(priors), key, init_scale)
+    state = state._replace(tau_b=jnp.asarray(spec.a0 + 0.5 * y.shape[0], y.dtype))  # E[τ] = 1
+
+    def body(st, _):
+        return _sweep(spec, priors, groups, index, y, st, rho, rho_core, rho_tau)
+
+    state, rmse = jax.lax.scan(body, state, None, length=num_iters)
+    return priors, state, rmse
 
 
 def posterior_of(spec: TuckerGP, priors, state: EPState, num_entries: int) -> TuckerPosterior:
@@ -165,16 +183,18 @@ def fit_ep(spec: TuckerGP, data: TensorData, *, num_iters: int = 50, damping: fl
         raise ConfigError(f"fit_ep: num_iters must be >= 1, got {num_iters!r}")
     if len(data.grids) != spec.num_modes:
         raise ShapeError(f"fit_ep: data has {len(data.grids)} modes but the model has {spec.num_modes} (len(ranks))")
-    dtype = jnp.asarray(data.y).dtype
-    priors = spec.priors([jnp.asarray(g) for g in data.grids], dtype)
-    key = jax.random.PRNGKey(key) if isinstance(key, int) else key
-    state = init_state(spec, priors, key, init_scale)
-    state = state._replace(tau_b=jnp.asarray(spec.a0 + 0.5 * data.y.shape[0], dtype))  # E[τ] = 1
     index, y = jnp.asarray(data.index), jnp.asarray(data.y)
+    groups = entry_groups(data.index)
+    grids = tuple(jnp.asarray(g, y.dtype) for g in data.grids)
+    key = jax.random.PRNGKey(key) if isinstance(key, int) else key
+    if callback is None:
+        priors, state, rmse = _run(spec, grids, groups, index, y, key, init_scale, damping, damping_core, damping_tau,
+                                   num_iters)
+        return EPResult(posterior_of(spec, priors, state, y.shape[0]), state, np.asarray(rmse))
+    priors, state, _ = _run(spec, grids, groups, index, y, key, init_scale, damping, damping_core, damping_tau, 0)
     rmse = []
     for it in range(num_iters):
-        state, r = ep_step(spec, tuple(priors), index, y, state, damping, damping_core, damping_tau)
+        state, r = ep_step(spec, priors, groups, index, y, state, damping, damping_core, damping_tau)
         rmse.append(float(r))
-        if callback is not None:
-            callback(it, posterior_of(spec, priors, state, y.shape[0]))
+        callback(it, posterior_of(spec, priors, state, y.shape[0]))
     return EPResult(posterior_of(spec, priors, state, y.shape[0]), state, np.asarray(rmse))

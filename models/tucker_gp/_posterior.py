@@ -47,22 +47,22 @@ class TuckerPosterior(eqx.Module):
         `noise=True` adds the noise variance `E[1/τ]` (the variance of a new y rather than f).
         """
         c = check_coords(coords, self.spec.num_modes, "TuckerPosterior.predict")
-        means, seconds = [], []
-        for k in range(self.spec.num_modes):
-            uniq, inv = np.unique(c[:, k], return_inverse=True)
-            m, v = self.latent(k, uniq)
-            means.append(m[inv.reshape(-1)])
-            seconds.append((v + m[:, :, None] * m[:, None, :])[inv.reshape(-1)])
+        dtype = self.priors[0].grid.dtype
         n = c.shape[0]
-        pad = lambda a: jnp.pad(a, [(0, _bucket(n) - n)] + [(0, 0)] * (a.ndim - 1))  # noqa: E731
-        mean, var = _entry_predict(self.core_mean, self.core_cov, [pad(m) for m in means],
-                                   [pad(s) for s in seconds], min(batch_size, _bucket(n)))
-        return mean[:n], var[:n] + (self.noise_var if noise else 0.0)
+        uniqs, invs = [], []
+        for k in range(self.spec.num_modes):  # each mode's functions once per distinct coordinate
+            uniq, inv = np.unique(c[:, k], return_inverse=True)
+            uniqs.append(jnp.asarray(np.pad(uniq, (0, _bucket(len(uniq)) - len(uniq)), mode="edge"), dtype))
+            invs.append(jnp.asarray(np.pad(inv.reshape(-1), (0, _bucket(n) - n)), jnp.int32))
+        mean, var = _predict(self, tuple(uniqs), tuple(invs), min(batch_size, _bucket(n)))
+        mean, var = np.asarray(mean)[:n], np.asarray(var)[:n]  # unpad on the host: no compile per n
+        return jnp.asarray(mean), jnp.asarray(var + (np.asarray(self.noise_var) if noise else 0.0))
 
 
 def _bucket(n: int) -> int:
-    """The next power of two >= max(n, 16): query arrays are padded to it to reuse compilations."""
-    return 1 << max(4, (max(n, 1) - 1).bit_length())
+    """The next power of two >= max(n, 256): query arrays are padded to it so that queries of
+    similar size (and all small ones) share one compilation."""
+    return 1 << max(8, (max(n, 1) - 1).bit_length())
 
 
 @jax.jit
@@ -71,10 +71,18 @@ def _latent(prior, sde, path, t):
 
 
 @functools.partial(jax.jit, static_argnames="batch_size")
-def _entry_predict(core_mean, core_cov, means, seconds, batch_size):
+def _predict(post: TuckerPosterior, uniqs, invs, batch_size: int):
+    """Interpolate every mode at its distinct query coordinates, gather them per entry and take
+    the moments of f, as one compiled program (queries padded to power-of-two buckets)."""
+    means, seconds = [], []
+    for k, (t, inv) in enumerate(zip(uniqs, invs)):
+        m, v = interpolate(post.priors[k], post.spec.sde(k, t.dtype), post.paths[k], t)
+        means.append(m[inv])
+        seconds.append((v + m[:, :, None] * m[:, None, :])[inv])
+
     def one(args):
         ms, ss = args
-        return entry_moments(core_mean, core_cov, list(ms), list(ss))
+        return entry_moments(post.core_mean, post.core_cov, list(ms), list(ss))
 
     ef, ef2 = jax.lax.map(one, (tuple(means), tuple(seconds)), batch_size=batch_size)
     return ef, jnp.maximum(ef2 - ef**2, 0.0)

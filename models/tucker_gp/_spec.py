@@ -119,11 +119,15 @@ def check_coords(coords, num_modes: int | None, where: str) -> np.ndarray:
     return c.astype(np.float64)
 
 
-def tensor_data(coords, y, *, num_modes: int | None = None, dtype=np.float32) -> TensorData:
+def tensor_data(coords, y, *, num_modes: int | None = None, grids=None, dtype=np.float32) -> TensorData:
     """Sort and merge each mode's coordinates into a grid; map entries to grid positions.
 
     **Arguments:** `coords` (N, K) continuous coordinates (any order, duplicates allowed);
-    `y` (N,) values; `num_modes` the model's K, checked if given.
+    `y` (N,) values; `num_modes` the model's K, checked if given; `grids` optional explicit
+    grids, one strictly increasing array per mode holding every coordinate of that mode (a
+    superset of the observed ones: states at unobserved grid points leave the GP prior of the
+    observed ones unchanged, so the posterior is the same; fixed grids let data sets of the
+    same index set share shapes and hence compiled programs).
     """
     c = check_coords(coords, num_modes, "tensor_data")
     yv = np.asarray(y)
@@ -134,12 +138,23 @@ def tensor_data(coords, y, *, num_modes: int | None = None, dtype=np.float32) ->
         raise ConfigError(f"tensor_data: y has {int((~np.isfinite(yv)).sum())} NaN or infinite values")
     if c.shape[0] == 0:
         raise ShapeError("tensor_data: no entries given")
-    grids, index = [], []
+    if grids is not None and len(grids) != c.shape[1]:
+        raise ShapeError(f"tensor_data: {len(grids)} grids given for {c.shape[1]} modes; give one grid per mode")
+    out_grids, index = [], []
     for k in range(c.shape[1]):
-        g, inv = np.unique(c[:, k], return_inverse=True)  # sorts and merges duplicates
-        grids.append(g.astype(dtype))
+        if grids is None:
+            g, inv = np.unique(c[:, k], return_inverse=True)  # sorts and merges duplicates
+        else:
+            g = check_grid(grids[k], f"tensor_data grids[{k}]").astype(dtype).astype(np.float64)
+            inv = np.clip(np.searchsorted(g, c[:, k].astype(dtype)), 0, len(g) - 1)
+            missing = g[inv] != c[:, k].astype(dtype)
+            if missing.any():
+                i = int(np.nonzero(missing)[0][0])
+                raise ConfigError(f"tensor_data: {int(missing.sum())} coordinates of mode {k} are not on grids[{k}] "
+                                  f"(first: entry {i}, {c[i, k]!r}); give a grid holding every coordinate")
+        out_grids.append(g.astype(dtype))
         index.append(inv.reshape(-1).astype(np.int32))
-    return TensorData(tuple(grids), np.stack(index, 1), yv.astype(dtype), c.astype(dtype))
+    return TensorData(tuple(out_grids), np.stack(index, 1), yv.astype(dtype), c.astype(dtype))
 
 
 def check_grid(grid, where: str) -> np.ndarray:
