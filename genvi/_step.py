@@ -7,8 +7,8 @@ and `nonfinite` re-runs it eagerly to name the site at fault.
 
 Training runs with OpenBLAS single-threaded (`blas_single_threaded`): XLA's CPU runtime calls
 LAPACK (Cholesky, triangular solves) from its own worker threads, and a threaded OpenBLAS
-underneath them oversubscribes the cores and can deadlock (observed: `vi.select` on 480
-vmapped PPCA fits hung after one chunk; with one BLAS thread each chunk ran 12x faster).
+beneath them oversubscribes the cores. (A separate hang of large vmapped triangular solves sits
+in jaxlib's LAPACK kernels, which wait on XLA's thread pool from inside it; README, "Training".)
 """
 
 from __future__ import annotations
