@@ -64,6 +64,9 @@ def elbo_choices(x: np.ndarray, kmax: int, args, priors: tuple[str, ...] = ("lea
                  ) -> dict[str, np.ndarray]:
     """Chosen k per data set (x: [S, n, d]) for each loading prior: one `select` call, every
     (prior, k, data set, restart) in one vectorised batch."""
+    if args.group and len(x) > args.group:  # several smaller select calls (see --group)
+        parts = [elbo_choices(x[i:i + args.group], kmax, args, priors) for i in range(0, len(x), args.group)]
+        return {p: np.concatenate([part[p] for part in parts]) for p in priors}
     pooled = x.reshape(-1, x.shape[-1])
     cands = {f"{p}|{k}": ppca.candidate(k, pooled, prior_scale=PRIORS[p], width=kmax)
              for p in priors for k in range(1, kmax + 1)}
@@ -113,6 +116,9 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="3 seeds, n in {200, 500}, kmax 8, fewer steps")
     parser.add_argument("--seeds", type=int, help="override the seeds per cell")
     parser.add_argument("--steps", type=int, help="override the Adam steps per restart")
+    parser.add_argument("--group", type=int, default=0,
+                        help="data sets per select call (0: all at once); smaller batches avoid a jaxlib CPU "
+                             "LAPACK hang seen with ~500 vmapped fits (README, 'Batched linear algebra on CPU')")
     parser.add_argument("--jobs", type=int, default=1, help="processes: each n, the sensitivity table and the wine curve can run in its own")
     args = parser.parse_args()
     seeds, ns, args.kmax = (3, (200, 500), 8) if args.quick else (10, (200, 500, 2000), 8)
