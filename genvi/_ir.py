@@ -16,7 +16,7 @@
 One peephole rewrite runs while building: a `reshape` of an expand-dims `broadcast_in_dim`
 (NumPyro's `sum_rightmost` writes `reshape(x[..., None], ...)`) becomes one `reshape` of `x`, or
 `x` itself. XLA on CPU turns the pair into a reduction over a trailing unit axis, which runs
-several times slower than the plain one (measured in `benchmarks/run.py`, W4).
+about 12x slower than the plain one (`benchmarks/xla_cpu_pitfalls.py`; W4 in `benchmarks/run.py`).
 """
 
 from __future__ import annotations

@@ -6,8 +6,8 @@ leaves would not update them), every operation is mapped over the vmap levels wi
 The *element shape* of a site is `level sizes + batch_shape`: one independent element per entry,
 which is what `log_prob` returns and what estimators align with the program's terms.
 
-Draws are the exception: a mapped draw needs one key per element, and XLA's counter-based RNG
-runs several times slower on a batch of keys than on one. So NumPyro's own distributions are
+Draws are the exception: a mapped draw needs one key per element, and those threefry loops were
+among the largest ops of a REINFORCE step (benchmarks/RESULTS.md, W4). So NumPyro's own distributions are
 rebuilt as one batched distribution (`promote_batch_shape`, what NumPyro does for its own
 vmapped plates) and draw from a single key; other classes keep the mapped draw.
 """
