@@ -167,8 +167,7 @@ def fit(objective: Expectation, params: Any, *data: Any, optimizer: optax.Gradie
     with _plates.subsampling(n, batch_size) if batch_size else _step.nullcontext(), _mesh.active(mesh):
         state = objective.init_state(params, *first_batch)
     opt_state = optimizer.init(eqx.filter(dynamic, eqx.is_inexact_array))
-    carry = _step.Carry(dynamic, opt_state, key, state, jnp.arange(max(n, 1)), jnp.array(n, jnp.int32),
-                        jnp.array(0, jnp.int32), jnp.array(0, jnp.int32), jnp.array(-1, jnp.int32))
+    carry = _step.initial_carry(dynamic, opt_state, key, state, n)
     carry = jax.tree.map(_step.strong, carry)  # weak types would change after one step and recompile
     history: list[np.ndarray] = []
     if path is not None and resume and path.exists():

@@ -166,8 +166,7 @@ def _train(name: str, ex: Expectation, optimizer: optax.GradientTransformation, 
         state = ex.init_state(params0, *first)
 
     def carry_of(d, k):
-        return _step.Carry(d, optimizer.init(d), k, state, jnp.arange(max(n, 1)), jnp.array(n, jnp.int32),
-                           jnp.array(0, jnp.int32), jnp.array(0, jnp.int32), jnp.array(-1, jnp.int32))
+        return _step.initial_carry(d, optimizer.init(d), k, state, n)
 
     carry = jax.tree.map(_step.strong, jax.vmap(carry_of)(dyn, keys))
     carry = _shard(carry, mesh, PartitionSpec(RESTARTS))

@@ -53,6 +53,12 @@ class Carry(NamedTuple):
     bad: jax.Array  # step of the first non-finite update (raise mode), or -1
 
 
+def initial_carry(params: Any, opt_state: Any, key: jax.Array, state: dict, n: int) -> Carry:
+    """The carry before step 0: data in order, nothing drawn, skipped or failed yet."""
+    return Carry(params, opt_state, key, state, jnp.arange(max(n, 1)), jnp.array(n, jnp.int32),
+                 jnp.array(0, jnp.int32), jnp.array(0, jnp.int32), jnp.array(-1, jnp.int32))
+
+
 class FitNonFinite(FitError):
     """Training met a NaN or inf; `.step`, `.site` and `.params` (the last finite ones) say more."""
 
