@@ -191,25 +191,23 @@ def table_hurst_grids(quick: bool) -> list[tuple[str, bool]]:
 
 
 def _em_hurst(data, config, K, steps, key) -> tuple[float, list[float]]:
-    """Variational EM over H: each step sets the control to its exact optimum for the current H
-    (`optimal_control`, the E-step) and takes an Adam step on h = logit H along genvi's
-    stochastic ELBO gradient (the M-step; by the envelope theorem this is the gradient of the
-    family's best ELBO, so H climbs to the best-family H of (iii-grid))."""
+    """Variational EM over H with `vi.fit` and the `ExactControl` strategy: before each step the
+    control is set to its exact optimum for the current H (the E-step) and the step moves
+    h = logit H along genvi's stochastic ELBO gradient (the M-step; by the envelope theorem the
+    gradient of the family's best ELBO, so H climbs to the best-family H of (iii-grid))."""
     paths = data.shape[0]
     sde = F.FractionalSDE(F.LinearDrift(0.0, trainable=False), F.ConstantDiffusion(1.0, trainable=False), 0.5,
                           num_processes=K)
-    objective = elbo(F.model(config, 1, K), F.guide(config), particles=2)
     obs, index = jnp.asarray(data[..., None], jnp.float32), jnp.arange(paths)
-    opt = optax.adam(optax.cosine_decay_schedule(0.05, steps, alpha=0.01))
-    state, path = opt.init(sde.hurst_logit), []
-    for step_key in jax.random.split(jax.random.PRNGKey(key), steps):
-        control = F.optimal_control(sde, config, data[..., None], 0.02, floor=GRADING_III[1])
-        params = (F.ObsModel(0.02), F.Posterior(sde, control, num_paths=paths))
-        grads = objective.grad_estimate(step_key, params, obs, index)
-        update, state = opt.update(-grads[1].sde.hurst_logit, state)
-        sde = eqx.tree_at(lambda s: s.hurst_logit, sde, sde.hurst_logit + update)
-        path.append(float(sde.hurst))
-    return path[-1], path
+    control = F.optimal_control(sde, config, obs, 0.02, floor=GRADING_III[1])
+    path = []
+    record = lambda step, params, losses: path.append(float(params[1].sde.hurst))
+    res = vi.fit(elbo(F.model(config, 1, K), F.guide(config), particles=2),
+                 (F.ObsModel(0.02), F.Posterior(sde, control, num_paths=paths)), obs, index,
+                 optimizer=optax.adam(optax.cosine_decay_schedule(0.05, steps, alpha=0.01)), num_steps=steps,
+                 key=key, progress=False, strategy=F.ExactControl(config=config, floor=GRADING_III[1]),
+                 callbacks=[record])
+    return float(res.params[1].sde.hurst), path
 
 
 def table_learn_hurst(quick: bool) -> list[tuple[str, bool]]:

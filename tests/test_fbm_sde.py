@@ -7,6 +7,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 import scipy.integrate
 import scipy.special
@@ -335,6 +336,36 @@ def test_elbo_gradient_in_hurst_at_the_optimal_control_is_the_family_optimum_der
                           obs[..., None], noise)
     with pytest.raises(genvi.ShapeError, match="paths, n_obs, 1"):
         F.optimal_control(sde, config, obs, noise)
+
+
+def test_exact_control_strategy_makes_fit_climb_to_the_best_family_hurst():
+    """`fit` with the `ExactControl` strategy (variational EM) moves H most of the way to the
+    exact argmax over H of the family's best ELBO."""
+    import scipy.optimize
+
+    K, noise, paths = 3, 0.1, 8
+    times = np.arange(1, 11) / 10
+    config = F.PathConfig(times, dt=0.05, brownian="grid", x0=[0.0])
+    rng = np.random.default_rng(0)
+    obs = (np.cumsum(0.3 * rng.standard_normal((paths, 10)), axis=1) + noise * rng.standard_normal((paths, 10)))[..., None]
+
+    def best(hurst):
+        Fm, f, L = F.augmented_matrices(hurst, 0.0, 0.0, 1.0, K, 20.0, 1.0)
+        return F.family_optimum(obs[..., 0].T, config.grid, times, Fm, f, L, noise, 0.0, "II", F.gamma_grid(K, 20.0))[0]
+
+    target = scipy.optimize.minimize_scalar(lambda h: -best(h), bounds=(0.05, 0.95), method="bounded").x
+    objective = elbo(F.model(config, 1, K), F.guide(config), particles=4)
+    data = jnp.asarray(obs, jnp.float32)
+    start = 0.15
+    sde = F.FractionalSDE(F.LinearDrift(0.0, trainable=False), F.ConstantDiffusion(1.0, trainable=False), start,
+                          num_processes=K)
+    params = (F.ObsModel(noise), F.Posterior(sde, F.optimal_control(sde, config, obs, noise), num_paths=paths))
+    res = genvi.vi.fit(objective, params, data, jnp.arange(paths), optimizer=optax.adam(0.1), num_steps=80,
+                       key=1, progress=False, strategy=F.ExactControl(config=config))
+    learned = float(res.params[1].sde.hurst)
+    assert abs(learned - target) < abs(start - target) / 4, (start, learned, target)
+    with pytest.raises(genvi.ConfigError, match="every"):
+        F.ExactControl(config=config, every=0)
 
 
 def test_milstein_and_virtual_tree():

@@ -29,5 +29,6 @@ from ._linear import augmented_matrices as augmented_matrices
 from ._linear import kalman as kalman
 from ._linear import family_optimum as family_optimum
 from ._linear import optimal_control as optimal_control
+from ._em import ExactControl as ExactControl
 from ._sde import solver_grid as solver_grid
 from ._networks import time_to_go_scale as time_to_go_scale

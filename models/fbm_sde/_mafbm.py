@@ -25,6 +25,8 @@ Everything is differentiable in H, so H = sigmoid(h) can be learned through the 
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -142,15 +144,19 @@ def _host_omega(hurst, gamma, horizon, kind):
     return _solve_scaled(A, b, np).astype(np.float32), _solve_scaled(A, db, np).astype(np.float32)
 
 
+@functools.lru_cache(maxsize=64)
 def _omega64(gamma: tuple, horizon: float, kind: str):
+    """omega(H) for one (gamma, T, kind) as a differentiable JAX function, built once: the same
+    callback object every call, so eager calls (host-side code) hit JAX's compile cache."""
+    host = functools.partial(_host_omega, gamma=np.asarray(gamma), horizon=horizon, kind=kind)
+    shape = jax.ShapeDtypeStruct((len(gamma),), jnp.float32)
+
     @jax.custom_jvp
     def omega(hurst):
         return _call_host(hurst)[0]
 
     def _call_host(hurst):
-        shape = jax.ShapeDtypeStruct((len(gamma),), jnp.float32)
-        return jax.pure_callback(lambda h: _host_omega(h, np.asarray(gamma), horizon, kind), (shape, shape),
-                                 hurst, vmap_method="sequential")
+        return jax.pure_callback(host, (shape, shape), hurst, vmap_method="sequential")
 
     @omega.defjvp
     def _jvp(primals, tangents):
