@@ -24,6 +24,8 @@ from ._gen import GenFn as GenFn
 from ._gen import factor as factor
 from ._gen import gen as gen
 from ._gen import sample as sample
+from ._collapse import Collapse as Collapse
+from ._collapse import collapse as collapse
 from ._marginal import Marginal as Marginal
 from ._marginal import Normalize as Normalize
 from ._marginal import marginal as marginal
