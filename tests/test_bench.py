@@ -41,3 +41,16 @@ def test_mixture_genvi_matches_hand_written_logsumexp():
     # the values differ only through log q(mu)'s -eps^2/2 terms; compare means within 5 standard errors
     se = np.sqrt(np.var(ours) / n + np.var(hand) / n)
     assert abs(np.mean(ours) - np.mean(hand)) < 5 * se
+
+
+def test_scaling_verdict_accepts_affine_and_refuses_quadratic_growth():
+    """W6's linearity check: a fixed cost plus a cost per point passes (its log-log slope is
+    below 1), quadratic growth and a flat (no per-point work) time do not."""
+
+    def verdicts(fn):
+        results = {f"W6 N={n} K=3": {"n": n, "k": 3, "per_step_s": {"genvi": fn(n)}} for n in (100, 1000, 10000)}
+        return run._scaling_verdicts(results)
+
+    assert verdicts(lambda n: 2e-4 + 1.5e-7 * n)[0].startswith("PASS")
+    assert verdicts(lambda n: 1e-4 + 1e-10 * n**2)[0].startswith("MISS")
+    assert verdicts(lambda n: 2e-4)[0].startswith("MISS")
