@@ -350,7 +350,8 @@ def family_gap_table(data, prof, sub=2) -> None:
     config = _config(data, idx, sub)
     gamma = F.gamma_grid(K, GAMMA_MAX)
     print(f"    on the neural runs' grid (dt = 1/{99 * sub}), at each H's exact-ML parameters, x0 fixed at m0:")
-    print("    H     | exact log-lik | Euler-chain log-lik  best affine-control ELBO (family_optimum)  gap")
+    print("    H     | exact log-lik | Euler-chain log-lik  best affine-control ELBO (family_optimum)  gap   "
+          "| ML a      s       r")
     chain, family = [], []
     for hurst, theta, value in zip(prof["grid"], prof["thetas"], prof["values"]):
         slope, offset, log_s, log_r, m0, _ = theta
@@ -359,7 +360,8 @@ def family_gap_table(data, prof, sub=2) -> None:
         chain.append(F.kalman(*args, m0, 0.0, "II", gamma))
         family.append(F.family_optimum(*args, m0, "II", gamma)[0])
         print(f"    {hurst:.2f}  |   {value:8.2f}    |   {chain[-1]:8.2f}            {family[-1]:8.2f}"
-              f"                                {chain[-1] - family[-1]:6.2f}")
+              f"                                {chain[-1] - family[-1]:6.2f}  | {slope:7.2f}  {np.exp(log_s):6.3f}  "
+              f"{np.exp(log_r):5.3f}")
     print(f"    argmax over the grid: exact {prof['grid'][int(np.argmax(prof['values']))]:.2f}, Euler chain "
           f"{prof['grid'][int(np.argmax(chain))]:.2f}, best affine-control ELBO {prof['grid'][int(np.argmax(family))]:.2f}")
 
@@ -404,8 +406,11 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true", help="small sizes (a few minutes)")
     parser.add_argument("--only", default="c,a,b")
+    parser.add_argument("--steps", type=int, default=None, help="Adam steps per fit (overrides the size's)")
     args = parser.parse_args()
     parts, sizes = args.only.split(","), _sizes(args.quick)
+    if args.steps is not None:
+        sizes["steps"] = args.steps
     print(f"fbm_nile ({'quick' if args.quick else 'full'} sizes), jax {jax.__version__}, {jax.devices()[0].platform}")
     splits = {kind: nile_split(kind) for kind in ("interp", "forecast")}
     full = dict(splits["interp"])
