@@ -87,7 +87,7 @@ class UntilLastObservation(eqx.Module):
 
 
 def _sizes(quick: bool) -> dict:
-    return dict(sub=2, particles=8, steps=400 if quick else 1000, eval_draws=500 if quick else 2000,
+    return dict(sub=2, particles=8, steps=400 if quick else 2000, eval_draws=500 if quick else 2000,
                 pred_draws=1000 if quick else 4000, profile_steps=100 if quick else 250,
                 profile_grid=(0.3, 0.5, 0.7, 0.9) if quick else (0.1, 0.2, 0.3, 0.5, 0.7, 0.9))
 
