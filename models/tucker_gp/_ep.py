@@ -24,7 +24,8 @@ import numpy as np
 
 from genvi import ConfigError, ShapeError
 
-from ._groups import core_fit, core_stats, entry_groups, mode_stats
+from ._core import update_core
+from ._groups import core_fit, entry_groups, mode_stats
 from ._kalman import PathPosterior, function_moments, smooth
 from ._posterior import TuckerPosterior
 from ._spec import TensorData, TuckerGP
@@ -37,11 +38,13 @@ class EPState(NamedTuple):
     prec: tuple[jax.Array, ...]
     shift: tuple[jax.Array, ...]
     paths: tuple[PathPosterior, ...]
-    core_prec: jax.Array | None
-    core_shift: jax.Array | None
+    core_prec: jax.Array | None  # the core's damped natural parameters, in the whitened basis
+    core_shift: jax.Array | None  # `core_basis` (see `_core.py`)
+    core_basis: tuple[jax.Array, ...] | None
     core_mean: jax.Array | None
     core_cov: jax.Array | None
     tau_b: jax.Array
+    sweeps: jax.Array  # sweeps done so far: damping starts once the messages exist
 
 
 class EPResult(NamedTuple):
@@ -65,12 +68,14 @@ def init_state(spec: TuckerGP, priors: list[ModePrior], key: jax.Array, init_sca
         shift.append(jnp.zeros((n, spec.ranks[k]), u.dtype))
     dtype = priors[0].A.dtype
     if spec.cp:
-        core = (None, None, None, None)
+        core = (None, None, None, None, None)
     else:
         P = int(np.prod(spec.ranks))
         mean = jax.random.uniform(keys[-1], spec.ranks, dtype)
-        core = (jnp.zeros((P, P), dtype), jnp.zeros(P, dtype), mean, jnp.eye(P, dtype=dtype))
-    return EPState(tuple(prec), tuple(shift), tuple(paths), *core, jnp.asarray(1.0, dtype))  # rate set by fit_ep
+        basis = tuple(jnp.eye(r, dtype=dtype) for r in spec.ranks)
+        core = (jnp.zeros((P, P), dtype), jnp.zeros(P, dtype), basis, mean, jnp.eye(P, dtype=dtype))
+    return EPState(tuple(prec), tuple(shift), tuple(paths), *core, jnp.asarray(1.0, dtype),  # rate set by fit_ep
+                   jnp.asarray(0, jnp.int32))
 
 
 def _grid_moments(priors, paths):
@@ -97,16 +102,18 @@ def _cp_entry_moments(means, seconds, index):
     return ef, ef2
 
 
-def _core_cov(prec: jax.Array, core_var: float) -> jax.Array:
-    """`(prec + I / core_var)⁻¹` by a symmetric eigendecomposition, `prec`'s eigenvalues floored at
-    0 (it is a sum of PSD terms: float32 round-off in a large, ill-conditioned P × P system must
-    not make the core's posterior indefinite, which a Cholesky turns into NaN)."""
-    lam, vec = jnp.linalg.eigh(0.5 * (prec + prec.T))
-    return (vec / (jnp.maximum(lam, 0.0) + 1.0 / core_var)) @ vec.T
-
-
 def _sweep(spec: TuckerGP, priors, groups, index, y, state: EPState, rho, rho_core, rho_tau):
-    """One sweep: every mode's messages and smoother, then the core, then the noise (traced)."""
+    """One sweep: every mode's messages and smoother, then the core, then the noise (traced).
+
+    The first sweep is undamped for the factors and the core: their messages start empty (zero
+    natural parameters), and damping towards an empty message would mix the data with nothing
+    while the priors enter in full, shrinking the first core to ~(1 − ρ_core) of its fit. From
+    that shrunken start conditional EP falls into the all-zero fixed point (zero core → zero
+    factor messages → prior-mean factors → zero core), which is what Tucker R = 2, 3 did on
+    Beijing with ρ_core = 0.9.
+    """
+    first = state.sweeps == 0
+    rho, rho_core = jnp.where(first, 0.0, rho), jnp.where(first, 0.0, rho_core)
     a = spec.a0 + 0.5 * y.shape[0]
     e_tau = a / state.tau_b
     for k in range(spec.num_modes):
@@ -118,18 +125,16 @@ def _sweep(spec: TuckerGP, priors, groups, index, y, state: EPState, rho, rho_co
         fit, ef2 = _cp_entry_moments(means, seconds, index)
         var_sum = jnp.sum(jnp.maximum(ef2 - fit**2, 0.0))
     else:
-        second_sum, first_y = core_stats(means, seconds, groups, index, y)
-        cprec = rho_core * state.core_prec + (1 - rho_core) * e_tau * second_sum
-        cshift = rho_core * state.core_shift + (1 - rho_core) * e_tau * first_y
-        cov = _core_cov(cprec, spec.core_var)
-        mean = (cov @ cshift).reshape(spec.ranks)
-        state = state._replace(core_prec=cprec, core_shift=cshift, core_mean=mean, core_cov=cov)
-        w = mean.reshape(-1)
+        cprec, cshift, basis, w, cov, quad = update_core(means, seconds, groups, index, y, state.core_prec,
+                                                         state.core_shift, state.core_basis, e_tau, rho_core,
+                                                         spec.core_var)
+        mean = w.reshape(spec.ranks)
+        state = state._replace(core_prec=cprec, core_shift=cshift, core_basis=basis, core_mean=mean, core_cov=cov)
         fit = core_fit(mean, means, groups, index)
-        var_sum = jnp.maximum(jnp.sum((cov + jnp.outer(w, w)) * second_sum) - jnp.sum(fit**2), 0.0)
+        var_sum = jnp.maximum(quad - jnp.sum(fit**2), 0.0)
     sq = jnp.sum((y - fit) ** 2) + var_sum
     tau_b = rho_tau * state.tau_b + (1 - rho_tau) * (spec.b0 + 0.5 * sq)
-    return state._replace(tau_b=tau_b), jnp.sqrt(jnp.mean((y - fit) ** 2))
+    return state._replace(tau_b=tau_b, sweeps=state.sweeps + 1), jnp.sqrt(jnp.mean((y - fit) ** 2))
 
 
 ep_step = jax.jit(_sweep, static_argnames=("spec",))
