@@ -39,7 +39,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-import scipy.linalg
 import scipy.optimize
 
 sys.path.insert(0, os.path.dirname(__file__))
@@ -248,54 +247,9 @@ def table_hurst(data, sizes, seed=0) -> list[str]:
 # --- the exact linear reference -------------------------------------------------------------------
 
 
-_OMEGA: dict = {}
-
-
-def _omega(hurst: float, horizon: float) -> np.ndarray:
-    key = (round(float(hurst), 10), horizon)
-    if key not in _OMEGA:
-        _OMEGA[key] = np.asarray(F.optimal_omega(float(hurst), F.gamma_grid(K, GAMMA_MAX), horizon, "II"), np.float64)
-    return _OMEGA[key]
-
-
 def _linear_log_lik(theta, hurst, data, idx, horizon=1.0):
-    """Exact log p(o_idx) of the fractional OU latent model: `F.kalman(method="exact")` with the
-    exact transition computed once per distinct time step (Van Loan), ~100x faster here; checked
-    against `F.kalman` in `table_linear`."""
-    slope, offset, log_s, log_r, m0, log_v0 = theta
-    s, omega, gamma = np.exp(log_s), _omega(hurst, horizon), F.gamma_grid(K, GAMMA_MAX)
-    n = K + 1
-    Fm = np.zeros((n, n))
-    Fm[0, 0], Fm[0, 1:], Fm[1:, 1:] = slope, -s * omega * gamma, -np.diag(gamma)
-    f = np.zeros(n)
-    f[0] = offset
-    L = np.concatenate([[s * omega.sum()], np.ones(K)])
-    times, obs, noise2 = data["times"][idx], data["z"][idx], np.exp(2 * log_r)
-    cache: dict = {}
-    m, P = np.zeros(n), np.zeros((n, n))
-    m[0], P[0, 0] = m0, np.exp(log_v0)
-    log_z = 0.0
-    for i, (t, y) in enumerate(zip(times, obs)):
-        if i > 0:
-            dt = round(t - times[i - 1], 12)
-            if dt not in cache:
-                M = np.zeros((2 * n + 1, 2 * n + 1))  # Van Loan: mean, covariance and offset in one expm
-                M[:n, :n], M[:n, n:2 * n], M[n:2 * n, n:2 * n], M[:n, 2 * n] = -Fm, np.outer(L, L), Fm.T, 0.0
-                V = scipy.linalg.expm(M[:2 * n, :2 * n] * dt)
-                E = scipy.linalg.expm(np.block([[Fm, f[:, None]], [np.zeros((1, n + 1))]]) * dt)
-                Q = V[n:, n:].T @ V[:n, n:]
-                cache[dt] = (E[:n, :n], E[:n, n], 0.5 * (Q + Q.T))
-            A, c, Q = cache[dt]
-            m, P = A @ m + c, A @ P @ A.T + Q
-        S = P[0, 0] + noise2
-        log_z += -0.5 * (np.log(2 * np.pi * S) + (y - m[0]) ** 2 / S)
-        gain = P[:, 0] / S
-        m, P = m + gain * (y - m[0]), P - np.outer(gain, P[0, :])
-    return log_z
-
-
-def _reference_log_lik(theta, hurst, data, idx, horizon=1.0):
-    """The same log-likelihood by the family's own `F.kalman` (slow; used once as a check)."""
+    """Exact log p(o_idx) of the fractional OU latent model (`F.kalman(method="exact")`, whose
+    transitions are computed once per distinct time step)."""
     slope, offset, log_s, log_r, m0, log_v0 = theta
     Fm, f, L = F.augmented_matrices(hurst, slope, offset, np.exp(log_s), K, GAMMA_MAX, horizon)
     times = data["times"][idx]
@@ -374,13 +328,10 @@ def table_linear(data_by_split, full, quick) -> list[str]:
     idx = np.arange(len(full["z"]))
     prof = linear_profile(full, idx, grid)
     half = float(prof["values"][np.argmin(np.abs(prof["grid"] - 0.5))])
-    check = abs(_reference_log_lik(prof["ml_theta"], prof["ml_h"], full, idx)
-                - _linear_log_lik(prof["ml_theta"], prof["ml_h"], full, idx))
     print("    all 100 years, profile log-lik over H: "
           + "  ".join(f"{h:.2f}:{v:.2f}" for h, v in zip(prof["grid"], prof["values"])))
     print(f"    ML H = {prof['ml_h']:.3f} (log-lik {prof['ml_value']:.2f}; at H = 0.5: {half:.2f}, LR statistic "
-          f"{2 * (prof['ml_value'] - half):.2f}); likelihood-ratio 95% interval {_fmt_interval(*prof['interval'])}; "
-          f"fast filter vs F.kalman: |diff| = {check:.1e}")
+          f"{2 * (prof['ml_value'] - half):.2f}); likelihood-ratio 95% interval {_fmt_interval(*prof['interval'])}")
     family_gap_table(full, prof)
     print(" split     model             | H      log p(train)  exact log p(held | train)")
     results = [f"linear reference, all 100 years: ML H {prof['ml_h']:.3f}, likelihood-ratio 95% interval "

@@ -55,6 +55,19 @@ def _transition(F, f, L, dt: float, method: str):
     return E[:n, :n], E[:n, n], 0.5 * (Q + Q.T)
 
 
+def _step_transitions(F, f, L, grid, method: str) -> list:
+    """(A, c, Q) for every step of `grid`, each distinct step length computed once: uniform and
+    graded grids repeat a few lengths, and the exact method's matrix exponentials dominate."""
+    cache: dict = {}
+    out = []
+    for dt in np.diff(np.asarray(grid, np.float64)):
+        key = round(float(dt), 12)
+        if key not in cache:
+            cache[key] = _transition(F, f, L, dt, method)
+        out.append(cache[key])
+    return out
+
+
 def kalman(obs, grid, obs_times, F, f, L, noise: float, x0_mean: float, x0_var: float, kind: str,
            gamma, method: str = "euler", smooth: bool = False):
     """Log evidence of 1-D observations `obs` (n_obs,) of X at `obs_times` (on `grid`), and with
@@ -71,9 +84,10 @@ def kalman(obs, grid, obs_times, F, f, L, noise: float, x0_mean: float, x0_var: 
     grid = np.asarray(grid, np.float64)
     obs_index = {int(np.argmin(np.abs(grid - t))): i for i, t in enumerate(obs_times)}
     log_z, filtered, predicted, transitions = 0.0, [], [], []
+    steps = _step_transitions(F, f, L, grid, method)
     for j in range(len(grid)):
         if j > 0:
-            A, c, Q = _transition(F, f, L, grid[j] - grid[j - 1], method)
+            A, c, Q = steps[j - 1]
             m, P = A @ m + (c if m.ndim == 1 else c[:, None]), A @ P @ A.T + Q
             transitions.append(A)
         predicted.append((m, P))
@@ -96,8 +110,7 @@ def _dense_posterior(obs, grid, obs_index, F, f, L, initial, noise, method):
     unlike an RTS smoother, stable when the augmented covariance is nearly singular."""
     m, P = initial
     means, covs, steps = [m], [P], []
-    for j in range(1, len(grid)):
-        A, c, Q = _transition(F, f, L, grid[j] - grid[j - 1], method)
+    for A, c, Q in _step_transitions(F, f, L, grid, method):
         m, P = A @ m + c, A @ P @ A.T + Q
         means.append(m)
         covs.append(P)
