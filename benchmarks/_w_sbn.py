@@ -48,19 +48,22 @@ def _bern(logits):
     return dist.Bernoulli(logits=logits).to_event(1)
 
 
+# Layers are written `z @ w.T`, the layout of the hand-written and NumPyro programs: per point,
+# `w @ z` under a vmap makes XLA-CPU work on `[out, batch]` and transpose (about 1.2x per step for
+# plain JAX too; `xla_cpu_pitfalls.py`), which would compare layouts, not libraries.
 @gen
 def point(theta, x):
     b2, (w1, b1), (w0, b0) = theta
     z2 = sample("z2", _bern(b2))
-    z1 = sample("z1", _bern(w1 @ z2 + b1))
-    sample("x", _bern(w0 @ z1 + b0), obs=x)
+    z1 = sample("z1", _bern(z2 @ w1.T + b1))
+    sample("x", _bern(z1 @ w0.T + b0), obs=x)
 
 
 @gen
 def point_guide(phi, x):
     (v1, c1), (v2, c2) = phi
-    z1 = sample("z1", _bern(v1 @ x + c1))
-    sample("z2", _bern(v2 @ z1 + c2))
+    z1 = sample("z1", _bern(x @ v1.T + c1))
+    sample("z2", _bern(z1 @ v2.T + c2))
 
 
 model = genvi.vmap(point, in_axes=(None, 0), plate="data")
@@ -71,24 +74,29 @@ def _bern_log_prob(logits, value):
     return jnp.sum(value * logits - jax.nn.softplus(logits), -1)
 
 
-def hand_written_reinforce_loo(particles: int = PARTICLES):
+def hand_written_reinforce_loo(particles: int = PARTICLES, per_point: bool = False):
     """The Rao-Blackwellised REINFORCE surrogate with a leave-one-out baseline, by hand.
 
     Returns `fn(params, key, x) -> surrogate` whose value is the K-particle ELBO and whose
     gradient is the estimator genvi forms for `REINFORCE(baseline="loo")` on both sites.
+    `per_point=True` writes each layer as `jax.vmap(lambda z: w @ z)` over the batch instead of
+    `z @ w.T` (same maths; `xla_cpu_pitfalls.py` times the two layouts).
     """
+
+    def affine(w, b, z):
+        return (jax.vmap(lambda row: w @ row)(z) if per_point else z @ w.T) + b
 
     def one(params, key, x):
         (b2, (w1, b1), (w0, b0)), ((v1, c1), (v2, c2)) = params
         k1, k2 = jax.random.split(key)
-        l1 = x @ v1.T + c1
+        l1 = affine(v1, c1, x)
         z1 = sg(jax.random.bernoulli(k1, jax.nn.sigmoid(l1)).astype(x.dtype))
-        l2 = z1 @ v2.T + c2
+        l2 = affine(v2, c2, z1)
         z2 = sg(jax.random.bernoulli(k2, jax.nn.sigmoid(l2)).astype(x.dtype))
         log_q1, log_q2 = _bern_log_prob(l1, z1), _bern_log_prob(l2, z2)
         log_p2 = _bern_log_prob(b2, z2)
-        log_p1 = _bern_log_prob(z2 @ w1.T + b1, z1)
-        log_px = _bern_log_prob(z1 @ w0.T + b0, x)
+        log_p1 = _bern_log_prob(affine(w1, b1, z2), z1)
+        log_px = _bern_log_prob(affine(w0, b0, z1), x)
         return log_q1, log_q2, log_p2, log_p1, log_px
 
     def loo(cost):

@@ -6,6 +6,10 @@
    In isolation the two cost the same; inside W4's step the per-element form's threefry loops
    took about 3x longer (profile in `benchmarks/RESULTS.md`), which is why
    `genvi/_sitedist.py` draws NumPyro sites under a plate from one batched distribution.
+3. Layer layout: W4's hand-written step with each layer written per point, `vmap(lambda z: w @ z)`,
+   against the same step with `z @ w.T`. Small matrix-vector products alone time the same; in the
+   whole step the per-point layout computes `[out, batch]` and transposes, which is why W4's
+   programs (genvi's included) are all written `z @ w.T`.
 
     python benchmarks/xla_cpu_pitfalls.py
 """
@@ -37,6 +41,24 @@ def main() -> None:
     names = list(cases)
     print(f"\ntrailing-unit-axis reduce / plain reduce: {times[names[0]] / times[names[1]]:.2f}x")
     print(f"per-element keys / one key:               {times[names[2]] / times[names[3]]:.2f}x")
+    layouts = _layer_layouts()
+    print(f"W4 hand-written step, per-point w @ z / z @ w.T: {layouts['per point'] / layouts['batched']:.2f}x "
+          f"({layouts['per point'] * 1e6:.0f} vs {layouts['batched'] * 1e6:.0f} us)")
+
+
+def _layer_layouts() -> dict[str, float]:
+    """Per-step time of W4's hand-written training step in the two layer layouts."""
+    import _w_sbn
+    from _w_vae import digits
+    from _workload import ascent_impl
+
+    data, params = digits(), _w_sbn.init_params(jax.random.PRNGKey(0))
+    impls = {name: ascent_impl(jax.value_and_grad(_w_sbn.hand_written_reinforce_loo(per_point=flag)),
+                               params, data, _w_sbn.BATCH)
+             for name, flag in (("batched", False), ("per point", True))}
+    steps = {name: jax.jit(impl.step) for name, impl in impls.items()}
+    states = {name: jax.block_until_ready(steps[name](impl.init)) for name, impl in impls.items()}
+    return interleaved(steps, states, rounds=9, block=20)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 """Baselines for REINFORCE: control variates `b` that do not depend on the site's value.
 
-Each returns an element-shaped `b`; REINFORCE adds `b * (1 - magic_box(log q))` (value zero,
-gradient `-b * grad log q`), which changes the variance and never the mean.
+Each returns an element-shaped `b`; REINFORCE's score term becomes
+`(cost - b) * (log q - stop_gradient(log q))` (value zero), so `b` adds `-b * grad log q` to the
+gradient, which changes the variance and never the mean.
 """
 
 from __future__ import annotations

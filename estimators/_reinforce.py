@@ -12,7 +12,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from genvi._site import LocalEstimator, Outcome, SiteCall, magic_box
+from genvi._site import LocalEstimator, Outcome, SiteCall
 from genvi._sitedist import SiteDist
 
 from ._baselines import Baseline, as_baseline
@@ -48,21 +48,18 @@ class Reinforce(LocalEstimator):
         return x, dist.log_prob(x)
 
     def adjust(self, call: SiteCall, outcome: Outcome, logq: jax.Array) -> Outcome:
-        dependent = call.dependent(outcome)
-        terms = dict(outcome.terms)
-        for key in dependent:
-            value, surrogate = terms[key]
-            terms[key] = (value, surrogate * magic_box(call.to_term(logq, key, jnp.shape(value))))
-        outcome = Outcome(terms, outcome.states)
-        if self.baseline is None:
-            return outcome
+        # One element-shaped score term `(cost - b) * (log q - stop_gradient(log q))`, value zero:
+        # to first order the same gradient as a magic box on every dependent term (`to_element`
+        # is `to_term`'s adjoint), without a product and an exp per term element.
         cost = jax.lax.stop_gradient(call.cost(outcome))
-        b, state, train = self.baseline.compute(call, outcome, cost, call.state)
-        correction = jax.lax.stop_gradient(b) * (1.0 - magic_box(logq))
+        state, train = call.state, None
+        if self.baseline is not None:
+            b, state, train = self.baseline.compute(call, outcome, cost, call.state)
+            cost = cost - jax.lax.stop_gradient(b)
+        score = cost * (logq - jax.lax.stop_gradient(logq))
         if train is not None:
-            correction = correction + train
-        outcome = call.add_term(outcome, "baseline", jnp.zeros(call.element_shape), correction)
-        return call.with_state(outcome, state) if self.baseline.stateful else outcome
-
+            score = score + train
+        outcome = call.add_term(outcome, "score", jnp.zeros(call.element_shape), score)
+        return call.with_state(outcome, state) if self.stateful else outcome
 
 REINFORCE = Reinforce()

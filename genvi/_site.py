@@ -4,10 +4,11 @@ The transformation evaluates an objective program in continuation-passing style.
 site it calls the site's estimator with a [`SiteCall`][]: the site's distribution, a key, and
 `continue_(x)`, which runs the rest of the program with the site's value set to `x` and returns
 an [`Outcome`][]: the program's additive terms, each as a `(value, surrogate)` pair. Surrogates
-keep the value of their term (every correction is a "magic box" `exp(l - stop_gradient(l))`,
-equal to one) while their gradient is the estimator's unbiased gradient estimate. The helpers on
-`SiteCall` say which terms depend on the site and map element-shaped arrays (log densities,
-baselines, enumeration weights) onto each term by the analysis' alignment.
+keep the value of their term (every correction has value zero, such as
+`c * (l - stop_gradient(l))`, or is a factor equal to one, such as `magic_box(l)`) while their
+gradient is the estimator's unbiased gradient estimate. The helpers on `SiteCall` say which
+terms depend on the site and map element-shaped arrays (log densities, baselines, enumeration
+weights) onto each term by the analysis' alignment.
 """
 
 from __future__ import annotations
