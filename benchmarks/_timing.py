@@ -25,6 +25,14 @@ def compile_seconds(fn: Callable, *args: Any) -> tuple[Callable, float]:
 def interleaved(steps: dict[str, Callable[[Any], Any]], states: dict[str, Any], *, rounds: int,
                 block: int, seed: int = 0) -> dict[str, float]:
     """Median seconds per call of each `state = step(state)`, run in shuffled alternating blocks."""
+    per_round = interleaved_rounds(steps, states, rounds=rounds, block=block, seed=seed)
+    return {name: statistics.median(ts) for name, ts in per_round.items()}
+
+
+def interleaved_rounds(steps: dict[str, Callable[[Any], Any]], states: dict[str, Any], *, rounds: int,
+                       block: int, seed: int = 0) -> dict[str, list[float]]:
+    """Seconds per call of each step in each round (every round runs each step's block once, in a
+    shuffled order), so that ratios can be paired within a round."""
     rng = random.Random(seed)
     times: dict[str, list[float]] = {name: [] for name in steps}
     for name, step in steps.items():  # warm up
@@ -40,4 +48,4 @@ def interleaved(steps: dict[str, Callable[[Any], Any]], states: dict[str, Any], 
             jax.block_until_ready(state)
             times[name].append((time.perf_counter() - start) / block)
             states[name] = state
-    return {name: statistics.median(ts) for name, ts in times.items()}
+    return times

@@ -54,3 +54,16 @@ def test_scaling_verdict_accepts_affine_and_refuses_quadratic_growth():
     assert verdicts(lambda n: 2e-4 + 1.5e-7 * n)[0].startswith("PASS")
     assert verdicts(lambda n: 1e-4 + 1e-10 * n**2)[0].startswith("MISS")
     assert verdicts(lambda n: 2e-4)[0].startswith("MISS")
+
+
+def test_per_step_ratio_pairs_rounds_and_takes_the_fastest_reference():
+    """The per-step verdict divides genvi's time by the fastest reference's *in the same round*:
+    a machine that slows down between rounds moves both, and the paired ratio stays put."""
+    load = np.array([1.0, 3.0, 1.0, 5.0, 2.0])  # drifting load, round by round
+    r = {"references": ["hand-written", "numpyro"],
+         "per_round_s": {"genvi": list(1.1 * load), "hand-written": list(1.0 * load), "numpyro": list(1.5 * load)}}
+    ratio, how = run.per_step_ratio(r)
+    assert abs(ratio - 1.1) < 1e-12 and "paired" in how
+    r["per_round_s"]["numpyro"] = list(0.5 * load[::-1])  # the fastest reference changes per round
+    expected = np.median(1.1 * load / np.minimum(load, 0.5 * load[::-1]))
+    assert abs(run.per_step_ratio(r)[0] - expected) < 1e-12
