@@ -316,6 +316,25 @@ def test_ep_and_vi_routes_agree_on_a_small_problem(small_ep):
     assert np.median(np.sqrt(v_vi)) < 0.5 * scale and np.median(np.sqrt(v_ep)) < 0.5 * scale
 
 
+def test_vi_guide_started_from_a_posterior_has_its_marginals(small_ep):
+    """The guide stores each path's marginal means (offsets derived), so `init_guide(posterior=)`
+    and `vi_posterior` round-trip EP's smoothed paths, and sampled paths average to those means."""
+    syn, ep = small_ep
+    post = ep.posterior
+    priors = SMALL_SPEC.priors([jnp.asarray(g) for g in syn.train.grids])
+    params = tg.init_guide(SMALL_SPEC, priors, posterior=post)
+    back = tg.vi_posterior(SMALL_SPEC, priors, params)
+    for a, b in zip(post.paths, back.paths):
+        np.testing.assert_allclose(b.mean, a.mean, atol=1e-4)
+        # float32 with a 1e-6 jitter in the Markov conversion: within 2% (variances reach ~18)
+        np.testing.assert_allclose(b.cov, a.cov, rtol=2e-2, atol=1e-4)
+        np.testing.assert_allclose(b.cross[:-1], a.cross[:-1], rtol=2e-2, atol=1e-4)
+    path = tg._vi._path(params["trans"][0], params["mean"][0], params["tril"][0])
+    draws = np.asarray(path.sample(jax.random.PRNGKey(0), (4000,)))
+    se = draws.std(0) / np.sqrt(len(draws))
+    assert np.all(np.abs(draws.mean(0) - np.asarray(params["mean"][0])) < 5 * se + 1e-6)
+
+
 @pytest.mark.slow  # (seconds of compilation; run with -m slow)
 def test_tucker_core_ep_reduces_error_on_a_three_mode_tensor():
     rng = np.random.default_rng(0)

@@ -4,7 +4,9 @@ Model: each mode's state path `"f/u{k}" ~ GaussMarkov` (its Matérn state-space 
 `"f/W" ~ N(0, v I)` (Tucker only), `"tau" ~ Gamma(a₀, b₀)`, and the entries `"obs"` in a
 `"data"` plate, `y_n ~ N(f_n, τ⁻¹)`. Guide: a free `GaussMarkov` per mode (per-step conditional
 means and covariance Choleskys, coupling a mode's R functions), a diagonal Gaussian core and a
-log-normal τ. `fit_vi` maximises `genvi.objectives.elbo` (closed-form KLs where registered) with
+log-normal τ. The guide stores each path's *marginal* means (the step offsets
+`b_i = m_i − T_i m_(i−1)` are derived), so a change to one state's mean does not shift every
+later state: with raw offsets Adam crawled at rank ≥ 5. `fit_vi` maximises `genvi.objectives.elbo` (closed-form KLs where registered) with
 `genvi.vi.fit` on minibatches of entries, scaled by N/B. `factors(spec, priors)` is the prior on
 (paths, core) alone, a generative function other genvi models can `sample` under any address
 and combine with their own likelihood (`entry_values` evaluates f at entries).
@@ -90,13 +92,19 @@ def _untril(L: jax.Array) -> jax.Array:
     return jnp.tril(L, -1) + raw_diag[..., None] * eye
 
 
+def _path(T: jax.Array, mean: jax.Array, raw_tril: jax.Array) -> GaussMarkov:
+    """The Gauss-Markov path with transitions `T`, marginal means `mean` and step Choleskys."""
+    prev = jnp.concatenate([jnp.zeros_like(mean[:1]), mean[:-1]])
+    return GaussMarkov(T, mean - jnp.einsum("nij,nj->ni", T, prev), _tril(raw_tril))
+
+
 def guide_factors(spec: TuckerGP) -> genvi.GenerativeFunction:
     """The structured family over `factors`' sites (`"u{k}"`, `"W"`): `guide_factors(spec)(params)`."""
 
     @gen
     def tucker_guide_factors(params):
         for k in range(spec.num_modes):
-            sample(f"u{k}", GaussMarkov(params["trans"][k], params["loc"][k], _tril(params["tril"][k])))
+            sample(f"u{k}", _path(params["trans"][k], params["mean"][k], params["tril"][k]))
         if not spec.cp:
             sample("W", dist.Normal(params["core_loc"], jax.nn.softplus(params["core_raw"])).to_event(spec.num_modes))
 
@@ -116,17 +124,15 @@ def guide(spec: TuckerGP) -> genvi.GenerativeFunction:
 
 
 def _markov_params(path_mean, path_cov, cross, jitter: float):
-    """The exact Markov (T, b, L) of a Gaussian path with given marginals and cross-covariances."""
+    """The exact Markov (T, L) of a Gaussian path with given marginals and cross-covariances."""
     D = path_mean.shape[-1]
     eye = jnp.eye(D, dtype=path_mean.dtype)
     Pprev = path_cov[:-1] + jitter * eye
     T = jnp.linalg.solve(Pprev, cross[:-1]).swapaxes(-1, -2)  # Cov(x_i, x_(i-1)) P_(i-1)^-1
     T = jnp.concatenate([eye[None], T])
-    prev = jnp.concatenate([jnp.zeros((1, D), path_mean.dtype), path_mean[:-1]])
-    b = path_mean - jnp.einsum("nij,nj->ni", T, prev)
     Pp = jnp.concatenate([jnp.zeros((1, D, D), path_mean.dtype), path_cov[:-1]])
     S = path_cov - T @ Pp @ T.swapaxes(-1, -2)
-    return T, b, jnp.linalg.cholesky(0.5 * (S + S.swapaxes(-1, -2)) + jitter * eye)
+    return T, jnp.linalg.cholesky(0.5 * (S + S.swapaxes(-1, -2)) + jitter * eye)
 
 
 def data_scale(spec: TuckerGP, y) -> tuple[float, float]:
@@ -147,20 +153,19 @@ def init_guide(spec: TuckerGP, priors: list[ModePrior], key: jax.Array | int = 0
     key = jax.random.PRNGKey(key) if isinstance(key, int) else key
     keys = jax.random.split(key, spec.num_modes + 1)
     dtype = priors[0].A.dtype
-    params: dict[str, Any] = {"trans": [], "loc": [], "tril": []}
+    params: dict[str, Any] = {"trans": [], "mean": [], "tril": []}
     for k, p in enumerate(priors):
         if posterior is not None:
             path = posterior.paths[k]
-            T, b, L = _markov_params(path.mean, path.cov, path.cross, 1e-6)
+            m = path.mean
+            T, L = _markov_params(path.mean, path.cov, path.cross, 1e-6)
         else:
             n = p.A.shape[0]
             m = init_scale * jax.random.uniform(keys[k], (n, spec.ranks[k]), dtype) @ p.H
             T = p.A
-            prev = jnp.concatenate([jnp.zeros_like(m[:1]), m[:-1]])
-            b = m - jnp.einsum("nij,nj->ni", T, prev)
             L = scale * GaussMarkov.from_prior(p).scale_tril
         params["trans"].append(T)
-        params["loc"].append(b)
+        params["mean"].append(m)
         params["tril"].append(_untril(L))
     if not spec.cp:
         if posterior is not None:
@@ -177,7 +182,7 @@ def init_guide(spec: TuckerGP, priors: list[ModePrior], key: jax.Array | int = 0
 
 def vi_posterior(spec: TuckerGP, priors: list[ModePrior], params: dict[str, Any]) -> TuckerPosterior:
     """The `TuckerPosterior` of trained guide parameters (paths' marginals, core, E[1/τ])."""
-    paths = tuple(GaussMarkov(params["trans"][k], params["loc"][k], _tril(params["tril"][k])).marginals()
+    paths = tuple(_path(params["trans"][k], params["mean"][k], params["tril"][k]).marginals()
                   for k in range(spec.num_modes))
     core_mean = core_cov = None
     if not spec.cp:
@@ -197,10 +202,12 @@ class VIResult(NamedTuple):
 
 
 def fit_vi(spec: TuckerGP, data: TensorData, *, num_steps: int, batch_size: int | None = None,
-           learning_rate: float = 1e-2, key: int = 0, analytic_kl: bool = True, init: dict | None = None,
-           init_scale: float | None = None, progress: bool = False, **fit_kwargs) -> VIResult:
+           learning_rate: float | optax.Schedule = 1e-2, key: int = 0, analytic_kl: bool = True,
+           init: dict | None = None, init_scale: float | None = None, progress: bool = False,
+           **fit_kwargs) -> VIResult:
     """Train the structured family on the ELBO with `genvi.vi.fit` (Adam), minibatching entries.
 
+    `learning_rate`: Adam's rate, a float or an optax schedule.
     `init`: guide parameters to start from (default `init_guide(spec, priors, key)` with
     `init_scale` and τ from `data_scale` unless `init_scale` is given: small Adam steps need a
     start on the data's scale, where EP's large steps do not); other keyword arguments go to
