@@ -142,17 +142,18 @@ def table(results: dict[str, dict]) -> str:
     return "\n".join(lines)
 
 
-def per_step_ratio(r: dict[str, Any]) -> tuple[float, str]:
-    """genvi's per-step time over the fastest reference's: the median over rounds of the ratio
+def per_step_ratio(r: dict[str, Any], subject: str = "genvi",
+                   references: tuple[str, ...] | None = None) -> tuple[float, str]:
+    """`subject`'s per-step time over the fastest reference's: the median over rounds of the ratio
     within each round (paired, so load that drifts between rounds cancels), or the ratio of the
     medians where no rounds were kept."""
-    refs = r["references"]
+    refs = r["references"] if references is None else references
     if "per_round_s" in r:
         t = r["per_round_s"]
-        ratios = [g / min(t[name][i] for name in refs) for i, g in enumerate(t["genvi"])]
+        ratios = [g / min(t[name][i] for name in refs) for i, g in enumerate(t[subject])]
         return float(np.median(ratios)), f"(median of {len(ratios)} paired rounds)"
     t = r["per_step_s"]
-    return t["genvi"] / min(t[name] for name in refs), "(ratio of medians)"
+    return t[subject] / min(t[name] for name in refs), "(ratio of medians)"
 
 
 def verdicts(results: dict[str, dict]) -> list[str]:
@@ -168,6 +169,12 @@ def verdicts(results: dict[str, dict]) -> list[str]:
         c = r["compile_s"]["genvi"] / r["compile_s"]["hand-written"]
         lines.append(f"{'PASS' if c <= COMPILE_TARGET else 'MISS'} {wname} compile: genvi / hand-written = "
                      f"{c:.2f} (target <= {COMPILE_TARGET})")
+    from _w_sbn import NO_BASELINE
+
+    if "W4" in results and NO_BASELINE in results["W4"]["per_step_s"]:
+        ratio, how = per_step_ratio(results["W4"], subject=NO_BASELINE, references=("numpyro",))
+        lines.append(f"INFO W4 like for like with NumPyro's TraceGraph_ELBO (REINFORCE without a baseline): "
+                     f"{NO_BASELINE} / numpyro = {ratio:.3f} {how}")
     for wname in ("W4", "W5"):
         r = results.get(wname)
         if r and "variance_x_seconds" in r:
