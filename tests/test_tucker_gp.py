@@ -132,6 +132,32 @@ def test_kalman_update_stays_positive_definite_with_very_informative_coordinates
     np.testing.assert_allclose(np.asarray(path.mean) @ H.T, (C @ eta.reshape(-1)).reshape(n, R), atol=1e-3)
 
 
+def test_gauss_markov_sample_and_marginals_follow_the_recursion():
+    """`sample` and `marginals` equal the step-by-step recursion, written out in float64:
+    `x_i = T_i x_(i-1) + b_i + L_i eps_i`, `P_i = T_i P_(i-1) T_iᵀ + L_i L_iᵀ`, and the
+    lag-one cross-covariances `P_i T_(i+1)ᵀ`."""
+    rng = np.random.default_rng(0)
+    n, D = 9, 2
+    T = 0.9 * rng.normal(size=(n, D, D)) / np.sqrt(D)
+    b, L = rng.normal(size=(n, D)), np.tril(rng.normal(size=(n, D, D))) + 2 * np.eye(D)
+    q = tg.GaussMarkov(*(jnp.asarray(a, jnp.float32) for a in (T, b, L)))
+    key = jax.random.PRNGKey(3)
+    draws = np.asarray(q.sample(key, (2,)))
+    eps = np.asarray(jax.random.normal(key, (2, n, D)), np.float64)
+    x, m, P = np.zeros((2, D)), np.zeros(D), np.zeros((D, D))
+    means, covs, xs = [], [], []
+    for i in range(n):
+        x = x @ T[i].T + b[i] + eps[:, i] @ L[i].T
+        m, P = T[i] @ m + b[i], T[i] @ P @ T[i].T + L[i] @ L[i].T
+        xs.append(x), means.append(m), covs.append(P)
+    marg = q.marginals()
+    np.testing.assert_allclose(draws, np.stack(xs, 1), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(marg.mean, np.stack(means), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(marg.cov, np.stack(covs), rtol=1e-4, atol=1e-4)
+    cross = [covs[i] @ T[i + 1].T for i in range(n - 1)] + [np.zeros((D, D))]
+    np.testing.assert_allclose(marg.cross, np.stack(cross), rtol=1e-4, atol=1e-4)
+
+
 @pytest.mark.slow  # (seconds of compilation; run with -m slow)
 def test_gauss_markov_closed_form_kl_and_marginals_match_monte_carlo(key):
     grid = jnp.linspace(0.0, 1.0, 6)
