@@ -9,7 +9,8 @@ W4 trains it with REINFORCE and a leave-one-out baseline over the K particles: g
 its downstream cost minus the other particles' mean cost: `z1` multiplies every term, `z2` the
 terms of `p(z2)`, `p(z1 | z2)`, `q(z2 | z1)`), and NumPyro's `TraceGraph_ELBO` (Rao-Blackwellised
 REINFORCE, no baseline); a fourth row runs genvi with that same estimator (`REINFORCE` without a
-baseline), the like-for-like comparison with NumPyro. W5 replaces REINFORCE by genvi's `MVD` (no peer library has it).
+baseline), the like-for-like comparison with NumPyro. W5 replaces REINFORCE by genvi's `MVD`
+(no peer library has it).
 Both report the gradient variance (trace of the covariance at the initial parameters) and the
 work-normalised variance `variance x seconds per step` (lower is better).
 """

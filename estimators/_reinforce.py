@@ -62,4 +62,5 @@ class Reinforce(LocalEstimator):
         outcome = call.add_term(outcome, "score", jnp.zeros(call.element_shape), score)
         return call.with_state(outcome, state) if self.stateful else outcome
 
+
 REINFORCE = Reinforce()

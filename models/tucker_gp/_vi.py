@@ -2,14 +2,15 @@
 
 Model: each mode's state path `"f/u{k}" ~ GaussMarkov` (its Matérn state-space prior), the core
 `"f/W" ~ N(0, v I)` (Tucker only), `"tau" ~ Gamma(a₀, b₀)`, and the entries `"obs"` in a
-`"data"` plate, `y_n ~ N(f_n, τ⁻¹)`. Guide: a free `GaussMarkov` per mode (per-step conditional
-means and covariance Choleskys, coupling a mode's R functions), a diagonal Gaussian core and a
+`"data"` plate, `y_n ~ N(f_n, τ⁻¹)`. Guide: a free `GaussMarkov` per mode (per-step transitions
+and covariance Choleskys, coupling a mode's R functions), a diagonal Gaussian core and a
 log-normal τ. The guide stores each path's *marginal* means (the step offsets
 `b_i = m_i − T_i m_(i−1)` are derived), so a change to one state's mean does not shift every
-later state: with raw offsets Adam crawled at rank ≥ 5. `fit_vi` maximises `genvi.objectives.elbo` (closed-form KLs where registered) with
-`genvi.vi.fit` on minibatches of entries, scaled by N/B. `factors(spec, priors)` is the prior on
-(paths, core) alone, a generative function other genvi models can `sample` under any address
-and combine with their own likelihood (`entry_values` evaluates f at entries).
+later state: with raw offsets Adam crawled at rank ≥ 5. `fit_vi` maximises
+`genvi.objectives.elbo` (closed-form KLs where registered) with `genvi.vi.fit` on minibatches
+of entries, scaled by N/B. `factors(spec, priors)` is the prior on (paths, core) alone, a
+generative function other genvi models can `sample` under any address and combine with their
+own likelihood (`entry_values` evaluates f at entries).
 """
 
 from __future__ import annotations
