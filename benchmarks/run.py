@@ -103,9 +103,10 @@ def compile_all(workload: Workload, repeats: int, seed: int = 0,
     return compiled, {name: float(np.median(ts)) for name, ts in seconds.items()}
 
 
-def measure(workload: Workload, rounds: int, block: int, draws: int, compiles: int = 1) -> dict[str, Any]:
+def measure(workload: Workload, rounds: int, block: int, draws: int, compiles: int = 1,
+            compile_budget_s: float = COMPILE_BUDGET_S) -> dict[str, Any]:
     """Compile, size, time (interleaved) and, where asked, gradient variance of each impl."""
-    compiled, compile_s = compile_all(workload, compiles)
+    compiled, compile_s = compile_all(workload, compiles, budget_s=compile_budget_s)
     memory = {name: _memory_bytes(c) for name, c in compiled.items()}
     states = {name: impl.init for name, impl in workload.impls.items()}
     per_round = interleaved_rounds(compiled, states, rounds=rounds, block=block)
@@ -268,7 +269,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         for workload in make[wname]():
             t0 = time.perf_counter()
             r = measure(workload, rounds, block, draws if wname in ("W4", "W5") else 0,
-                        compiles if wname in COMPILE_TARGETED else 1)
+                        compiles if wname in COMPILE_TARGETED else 1,
+                        COMPILE_BUDGET_S / 2 if args.quick else COMPILE_BUDGET_S)
             if wname == "W6":
                 r.update(n=workload.meta["n"], k=workload.meta["k"])
             results[workload.name] = r
