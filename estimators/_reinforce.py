@@ -44,8 +44,7 @@ class Reinforce(LocalEstimator):
         return self.baseline.init_state() if self.baseline is not None else None
 
     def draw(self, key: jax.Array, dist: SiteDist) -> tuple[jax.Array, jax.Array]:
-        x = jax.lax.stop_gradient(dist.sample(key))
-        return x, dist.log_prob(x)
+        return dist.sample_and_log_prob(key)
 
     def adjust(self, call: SiteCall, outcome: Outcome, logq: jax.Array) -> Outcome:
         # One element-shaped score term `(cost - b) * (log q - stop_gradient(log q))`, value zero:

@@ -30,7 +30,7 @@ class Reparam(LocalEstimator):
             )
 
     def draw(self, key: jax.Array, dist: SiteDist) -> tuple[jax.Array, None]:
-        return dist.rsample(key), None
+        return dist.rsample_and_log_prob(key)[0], None
 
 
 REPARAM = Reparam()

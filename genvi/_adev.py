@@ -61,6 +61,13 @@ def _site_dist(node: Node, env: dict) -> SiteDist:
     return SiteDist(node.site, [read(env, a) for a in node.ins[: node.site.n_leaves]])
 
 
+def _site_values(node: Node, dist: SiteDist, x: jax.Array) -> dict:
+    """A site's two outputs, its value and the value's log density (the draw's own, if `x` is
+    the estimator's draw; see `SiteDist.log_prob`)."""
+    value, density = node.outs
+    return {value: jnp.asarray(x).astype(value.dtype), density: dist.log_prob(x).astype(density.dtype)}
+
+
 def _run_scan(node: Node, env: dict, key: jax.Array) -> tuple[list, list]:
     """Run a scan node with its sites drawn in place; return outputs and per-site `aux`."""
     p = node.params
@@ -84,8 +91,9 @@ def _run_local(program: Program, vals: list, key: jax.Array) -> tuple[list, list
     auxes: list = []
     for node in program.nodes:
         if node.kind == "site":
-            x, aux = node.estimator.draw(jax.random.fold_in(key, node.sid), _site_dist(node, env))
-            env[node.outs[0]] = x.astype(node.outs[0].dtype)
+            dist = _site_dist(node, env)
+            x, aux = node.estimator.draw(jax.random.fold_in(key, node.sid), dist)
+            env.update(_site_values(node, dist, x))
             auxes.append(aux)
         elif node.kind == "scan":
             outs, inner = _run_scan(node, env, key)
@@ -141,12 +149,12 @@ class Interpreter:
         return term.origin if term is not None else "an estimator's correction"
 
     def _site(self, node: Node, i: int, env: dict) -> Outcome:
-        out = node.outs[0]
+        dist = _site_dist(node, env)
 
         def continuation(x):
-            return self.run(i + 1, {**env, out: jnp.asarray(x).astype(out.dtype)})
+            return self.run(i + 1, {**env, **_site_values(node, dist, x)})
 
-        return node.estimator.rule(self._call(node, node.estimator, _site_dist(node, env), continuation))
+        return node.estimator.rule(self._call(node, node.estimator, dist, continuation))
 
     def _scan(self, node: Node, i: int, env: dict) -> Outcome:
         outs, auxes = _run_scan(node, env, self.key)

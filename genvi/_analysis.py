@@ -287,6 +287,7 @@ class Analysis:
         self.deps: dict[V, Deps] = {}
         self._forward(program)
         self.producer = {v: n for n in program.nodes if n.kind == "prim" for v in n.outs}
+        self.densities = {n.outs[1]: n.site.address for n in program.nodes if n.kind == "site"}
         (out,) = program.outvars
         self.terms: dict[str, Term] = {}
         for j, term in enumerate(self._decompose(out, [])):
@@ -310,8 +311,8 @@ class Analysis:
                 outs = eqn_deps(node.prim.name, node.params, shapes_in, shapes_out, ins)
             elif node.kind == "fn":
                 outs = _FN_RULES[node.align]({}, shapes_in, shapes_out, ins) if any(ins) else [{} for _ in node.outs]
-            elif node.kind == "site":
-                outs = [self._site(node, ins)]
+            elif node.kind == "site":  # the value and its log density: the same dependencies
+                outs = [self._site(node, ins)] * 2
             else:  # scan with sites drawn inside: every output depends on all of them, jointly
                 inner = {s.sid: () for s in node.body.sites()}
                 for sid in inner:
@@ -336,7 +337,10 @@ class Analysis:
     def _decompose(self, atom: V | C, factors: list) -> list[Term]:
         node = self.producer.get(atom) if isinstance(atom, V) else None
         if node is None:
-            return [Term(atom, factors, "input" if isinstance(atom, V) else "constant")]
+            origin = "input" if isinstance(atom, V) else "constant"
+            if isinstance(atom, V) and atom in self.densities:
+                origin = f"the log density of site {self.densities[atom]!r}"
+            return [Term(atom, factors, origin)]
         name, ins = node.prim.name, node.ins
         same = all(a.shape == atom.shape for a in ins)
         floating = jnp.issubdtype(atom.dtype, jnp.floating)

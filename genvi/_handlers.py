@@ -89,6 +89,10 @@ class Handler:
     def observed(self, addr: str, dist: nd.Distribution, obs: Any) -> Any:
         return obs
 
+    def log_density(self, addr: str, dist: nd.Distribution, value: Any) -> jax.Array:
+        """The log density of `value` at site `addr` (element-shaped)."""
+        return dist.log_prob(value)
+
     # --- shared machinery --------------------------------------------------------------------
     def site(self, addr: str, dist: nd.Distribution, obs: Any, estimator: Any, scale: float = 1.0) -> Any:
         """Handle one site; `scale` multiplies its log density (a subsampled NumPyro plate)."""
@@ -100,7 +104,7 @@ class Handler:
         else:
             value = self.value(addr, dist, estimator)
             self.choices[addr] = value
-        self.logps[addr] = tag(jnp.sum(dist.log_prob(value)) * scale, join(self.where, addr))
+        self.logps[addr] = tag(jnp.sum(self.log_density(addr, dist, value)) * scale, join(self.where, addr))
         self.plates[addr] = ()
         self.scales[addr] = scale
         leaves, treedef = jax.tree.flatten(dist)
@@ -298,12 +302,27 @@ class Importance(Handler):
 class Sim(Handler):
     """`sim` inside an @expectation program: leave a `sample_p` for the transformation."""
 
+    def __init__(self, state: Any = None, where: str = "") -> None:
+        super().__init__(state, where)
+        self.drawn: dict[str, jax.Array] = {}  # latent site -> the log density bound with its value
+
     def value(self, addr, dist, estimator):
         leaves, treedef = jax.tree.flatten(dist)
-        aval = jax.eval_shape(lambda ls: jax.tree.unflatten(treedef, ls).sample(jax.random.PRNGKey(0)), leaves)
+
+        def draw(ls):
+            d = jax.tree.unflatten(treedef, ls)
+            x = d.sample(jax.random.PRNGKey(0))
+            return x, d.log_prob(x)
+
+        aval, density = jax.eval_shape(draw, leaves)
         spec = SiteSpec(address=join(self.where, addr), treedef=treedef, n_leaves=len(leaves), estimator=estimator,
-                        levels=(), aval=jax.ShapeDtypeStruct(aval.shape, aval.dtype))
-        return sample_p.bind(*leaves, *_NONCES, site=spec)
+                        levels=(), aval=jax.ShapeDtypeStruct(aval.shape, aval.dtype),
+                        density=jax.ShapeDtypeStruct(density.shape, density.dtype))
+        value, self.drawn[addr] = sample_p.bind(*leaves, *_NONCES, site=spec)
+        return value
+
+    def log_density(self, addr, dist, value):
+        return self.drawn.pop(addr) if addr in self.drawn else dist.log_prob(value)
 
 
 class Predict(Importance):

@@ -1,6 +1,8 @@
 """The ``sample`` primitive: a random choice left in a jaxpr for the transformation to rewrite.
 
-Inside an `@expectation` program, `gf.sim(...)` binds one `sample_p` per latent site. Its operands
+Inside an `@expectation` program, `gf.sim(...)` binds one `sample_p` per latent site. It returns
+the site's value and that value's element-shaped log density: the estimator draws both together,
+so the program's `log q` reuses what the draw computed (see `_draw.py`). Its operands
 are the distribution's leaves (and one "nonce" per enclosing `genvi.vmap`, which only exists so
 that the batching rule runs and each mapped element draws independently); its parameter
 [`SiteSpec`][] holds the address, the distribution's tree structure, the estimator chosen at the
@@ -33,6 +35,7 @@ class SiteSpec:
     - `levels`: one entry per enclosing vmap, outermost first: `(size, batched)` where `batched`
       says for each leaf whether it carries that level's axis (leading, in level order).
     - `aval`: shape and dtype of one draw of the unbatched distribution.
+    - `density`: shape (the batch shape) and dtype of that draw's log density.
     """
 
     address: str
@@ -41,19 +44,22 @@ class SiteSpec:
     estimator: Any
     levels: tuple[tuple[int, tuple[bool, ...]], ...]
     aval: jax.ShapeDtypeStruct
+    density: jax.ShapeDtypeStruct
 
     def __hash__(self) -> int:  # ShapeDtypeStruct hashes by value; estimators by their fields.
         return hash((self.address, self.treedef, self.n_leaves, self.estimator, self.levels,
-                     self.aval.shape, str(self.aval.dtype)))
+                     self.aval.shape, str(self.aval.dtype), self.density.shape, str(self.density.dtype)))
 
 
 sample_p = Primitive("genvi_sample")
+sample_p.multiple_results = True
 
 
 def _abstract_eval(*operands, site: SiteSpec):
     del operands
-    shape = tuple(size for size, _ in site.levels) + tuple(site.aval.shape)
-    return jax.core.ShapedArray(shape, site.aval.dtype)
+    levels = tuple(size for size, _ in site.levels)
+    return [jax.core.ShapedArray(levels + tuple(site.aval.shape), site.aval.dtype),
+            jax.core.ShapedArray(levels + tuple(site.density.shape), site.density.dtype)]
 
 
 def _outside(*args, site: SiteSpec, **kwargs):
@@ -70,7 +76,7 @@ def _batch(args, dims, *, site: SiteSpec):
     moved = [a if d is None else jnp.moveaxis(a, d, 0) for a, d in zip(args, dims)]
     flags = tuple(d is not None for d in dims[: site.n_leaves])
     new = dataclasses.replace(site, levels=((size, flags),) + site.levels)
-    return sample_p.bind(*moved, site=new), 0
+    return sample_p.bind(*moved, site=new), [0, 0]
 
 
 def _no_jvp(primals, tangents, *, site: SiteSpec):

@@ -10,6 +10,10 @@ Draws are the exception: a mapped draw needs one key per element, and those thre
 among the largest ops of a REINFORCE step (benchmarks/RESULTS.md, W4). So NumPyro's own distributions are
 rebuilt as one batched distribution (`promote_batch_shape`, what NumPyro does for its own
 vmapped plates) and draw from a single key; other classes keep the mapped draw.
+
+An estimator's draw comes with its log density (`rsample_and_log_prob`, `sample_and_log_prob`),
+and `log_prob` of that very value returns it again: the program's `log q` and the estimator's
+score then are one computation, which XLA would not merge on its own.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import jax.numpy as jnp
 import numpyro.distributions as nd
 from numpyro.distributions.batch_util import promote_batch_shape
 
+from ._draw import rsample_and_log_prob
 from ._primitive import SiteSpec
 
 
@@ -45,6 +50,7 @@ class SiteDist:
         self.element_shape = self.level_shape + self.batch_shape
         self.shape = self.element_shape + self.event_shape
         self.type = type(static)
+        self._drawn: list[tuple[jax.Array, jax.Array]] = []  # (draw, its log density)
 
     @property
     def size(self) -> int:
@@ -87,14 +93,30 @@ class SiteDist:
             return batched.sample(key)
         return self.map(lambda d, k: d.sample(k), self._keys(key))
 
-    def rsample(self, key: jax.Array) -> jax.Array:
+    def rsample_and_log_prob(self, key: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """A reparameterised draw and its element-shaped log density, computed together
+        (from the draw's noise where `genvi._draw` knows how)."""
         batched = self.batched()
         if batched is not None:
-            return batched.rsample(key)
-        return self.map(lambda d, k: d.rsample(k), self._keys(key))
+            return self._remember(*rsample_and_log_prob(batched, key))
+        return self._remember(*self.map(rsample_and_log_prob, self._keys(key)))
+
+    def sample_and_log_prob(self, key: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """A draw with its gradient stopped (for score-function estimators) and its log density,
+        whose gradient is the score."""
+        x = jax.lax.stop_gradient(self.sample(key))
+        return self._remember(x, self.map(lambda d, v: d.log_prob(v), x))
+
+    def _remember(self, x: jax.Array, log_p: jax.Array) -> tuple[jax.Array, jax.Array]:
+        self._drawn.append((x, log_p))
+        return x, log_p
 
     def log_prob(self, x: jax.Array) -> jax.Array:
-        """Element-shaped log density of `x` (shape `self.shape`)."""
+        """Element-shaped log density of `x` (shape `self.shape`); for this object's own draw,
+        the density computed with it."""
+        for drawn, log_p in self._drawn:
+            if x is drawn:
+                return log_p
         return self.map(lambda d, v: d.log_prob(v), x)
 
     def support(self) -> jax.Array:
