@@ -17,6 +17,7 @@ here; any other class draws with `rsample` and scores with `log_prob`. Register 
 from __future__ import annotations
 
 import functools
+import math
 from typing import Any
 
 import jax
@@ -24,7 +25,7 @@ import jax.numpy as jnp
 import numpyro.distributions as nd
 from numpyro.distributions.util import sum_rightmost
 
-_HALF_LOG_2PI = 0.5 * jnp.log(2 * jnp.pi)
+_HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)  # a Python float: importing genvi must not start a JAX backend
 
 
 @functools.singledispatch
