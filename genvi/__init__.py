@@ -30,6 +30,7 @@ from ._marginal import Marginal as Marginal
 from ._marginal import Normalize as Normalize
 from ._marginal import marginal as marginal
 from ._marginal import normalize as normalize
+from ._draw import rsample_and_log_prob as rsample_and_log_prob
 from ._numpyro import NumPyroFunction as NumPyroFunction
 from ._numpyro import from_numpyro as from_numpyro
 from ._predictive import predictive as predictive

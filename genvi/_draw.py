@@ -11,7 +11,7 @@ functions of the parameters as before, so every gradient is unchanged.
 `sample_and_log_prob(key, sample_shape)` method (FlowJAX's name, and genvi's flows) uses it;
 NumPyro's Normal, MultivariateNormal, Independent and TransformedDistribution are registered
 here; any other class draws with `rsample` and scores with `log_prob`. Register more with
-`rsample_and_log_prob.register(cls)`.
+`genvi.rsample_and_log_prob.register(cls)`.
 """
 
 from __future__ import annotations
