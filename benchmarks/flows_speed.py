@@ -10,10 +10,10 @@ reversal after each; base N(0, I); ELBO with 100 draws per step; Adam 1e-3.
   FlowJAX's own `Planar` / `coupling_flow` (its Python loop runs one jitted step per call),
   per-step time after a warm-up call (compile excluded).
 
-Both run in alternating rounds; the ratio of medians is printed. Note what each step computes:
-FlowJAX's `ElboLoss` scores its draws in the same forward pass (`sample_and_log_prob`), while a
-genvi site scores the sampled value with the distribution's `log_prob`, i.e. through the flow's
-inverse (for planar layers a scalar Newton solve per layer), so genvi does more arithmetic per step.
+Both run in alternating rounds; the ratio of medians is printed. Both score their draws in the
+same forward pass: FlowJAX's `ElboLoss` with `sample_and_log_prob`, genvi because a site carries
+its draw's log density (`genvi.rsample_and_log_prob`, which uses the flow's own
+`sample_and_log_prob`), so neither runs the flow's inverse.
 
     python benchmarks/flows_speed.py [--rounds 3] [--steps 1000]
 """
