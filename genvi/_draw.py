@@ -82,4 +82,3 @@ def _(dist: nd.TransformedDistribution, key: jax.Array) -> tuple[jax.Array, jax.
         log_p = log_p - sum_rightmost(transform.log_abs_det_jacobian(inp, out, inter), batch_ndim)
         event_dim = transform.domain.event_dim + batch_ndim
     return x, log_p + sum_rightmost(base_log_p, event_dim - len(base.event_shape))
-

@@ -105,7 +105,7 @@ class SiteDist:
         """A draw with its gradient stopped (for score-function estimators) and its log density,
         whose gradient is the score."""
         x = jax.lax.stop_gradient(self.sample(key))
-        return self._remember(x, self.map(lambda d, v: d.log_prob(v), x))
+        return self._remember(x, self.log_prob(x))
 
     def _remember(self, x: jax.Array, log_p: jax.Array) -> tuple[jax.Array, jax.Array]:
         self._drawn.append((x, log_p))
