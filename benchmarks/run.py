@@ -193,8 +193,9 @@ def _scaling_verdicts(scaling: dict[str, dict]) -> list[str]:
     """W6: per-step time linear in N, i.e. affine, t = a + b N (a fixed per-step cost plus a cost
     per point): the affine fit (relative least squares) must match every N within
     `AFFINE_TOLERANCE`, with b N at least a tenth of the largest time (work per point), and the
-    largest decade's log-log slope must not exceed `MAX_SLOPE` (no super-linear growth). A log-log slope near 1 alone is not the test: the fixed
-    cost flattens it at small N for any linear-time program (hand-written included)."""
+    largest decade's log-log slope must not exceed `MAX_SLOPE` (no super-linear growth). A
+    log-log slope near 1 alone is not the test: the fixed cost flattens it at small N for any
+    linear-time program (hand-written included)."""
     lines = []
     by_k: dict[int, list[tuple[int, float]]] = {}
     for r in scaling.values():
