@@ -9,7 +9,7 @@ from __future__ import annotations
 import random
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
@@ -29,22 +29,31 @@ def interleaved(steps: dict[str, Callable[[Any], Any]], states: dict[str, Any], 
     return {name: statistics.median(ts) for name, ts in per_round.items()}
 
 
-def interleaved_rounds(steps: dict[str, Callable[[Any], Any]], states: dict[str, Any], *, rounds: int,
-                       block: int, seed: int = 0) -> dict[str, list[float]]:
+def interleaved_rounds(steps: dict[str, Callable[[Any], Any] | Sequence[Callable[[Any], Any]]],
+                       states: dict[str, Any], *, rounds: int, block: int,
+                       seed: int = 0) -> dict[str, list[float]]:
     """Seconds per call of each step in each round (every round runs each step's block once, in a
-    shuffled order), so that ratios can be paired within a round."""
+    shuffled order), so that ratios can be paired within a round.
+
+    A step may be a sequence of separately compiled copies of one program: round `r` runs copy
+    `r % len(copies)`. Identical executables differ by several percent on CPU (where the machine
+    code and its buffers land), so cycling through copies averages that out instead of letting
+    one lucky or unlucky compilation decide a ratio."""
     rng = random.Random(seed)
+    copies = {name: list(step) if isinstance(step, Sequence) else [step] for name, step in steps.items()}
     times: dict[str, list[float]] = {name: [] for name in steps}
-    for name, step in steps.items():  # warm up
-        states[name] = jax.block_until_ready(step(states[name]))
-    for _ in range(rounds):
+    for name, fns in copies.items():  # warm up every copy
+        for fn in fns:
+            states[name] = jax.block_until_ready(fn(states[name]))
+    for r in range(rounds):
         order = list(steps)
         rng.shuffle(order)
         for name in order:
+            step = copies[name][r % len(copies[name])]
             state = states[name]
             start = time.perf_counter()
             for _ in range(block):
-                state = steps[name](state)
+                state = step(state)
             jax.block_until_ready(state)
             times[name].append((time.perf_counter() - start) / block)
             states[name] = state

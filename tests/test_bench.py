@@ -67,3 +67,43 @@ def test_per_step_ratio_pairs_rounds_and_takes_the_fastest_reference():
     r["per_round_s"]["numpyro"] = list(0.5 * load[::-1])  # the fastest reference changes per round
     expected = np.median(1.1 * load / np.minimum(load, 0.5 * load[::-1]))
     assert abs(run.per_step_ratio(r)[0] - expected) < 1e-12
+
+
+def test_interleaved_rounds_cycle_through_compiled_copies_and_report_their_spread():
+    """A step given as several compiled copies runs copy `r % n` in round `r`, every copy is
+    warmed up, and `copy_spread` reads the copies' medians back from the rounds."""
+    from _timing import interleaved_rounds
+
+    calls: list[str] = []
+
+    def copy(tag):
+        def step(state):
+            calls.append(tag)
+            return state + 1
+        return step
+
+    times = interleaved_rounds({"genvi": [copy("a"), copy("b"), copy("c")], "hand-written": copy("h")},
+                               {"genvi": jnp.zeros(()), "hand-written": jnp.zeros(())}, rounds=6, block=2)
+    assert [t for t in calls if t != "h"] == list("abc") + list("aabbccaabbcc")
+    assert len(times["genvi"]) == 6
+    r = {"copies": {"genvi": 3, "hand-written": 1},
+         "per_round_s": {"genvi": [1.0, 2.0, 4.0, 1.0, 2.0, 4.0], "hand-written": [1.0] * 6}}
+    assert abs(run.copy_spread(r, "genvi") - 3.0) < 1e-12
+    assert run.copy_spread(r, "hand-written") is None
+
+
+def test_median_interval_covers_the_median_at_its_stated_level():
+    """The order-statistic interval for the median covers the true median of a skewed
+    distribution in about 95% of 2000 simulated runs of 15 rounds (within 5 s.e.)."""
+    rng = np.random.default_rng(0)
+    true_median = np.log(2.0)  # of an exponential(1)
+    hits = []
+    for _ in range(2000):
+        lo, hi = run.median_interval(list(rng.exponential(size=15)))
+        hits.append(lo <= true_median <= hi)
+    assert run.median_interval([1.0, 2.0]) is None
+    coverage, k = np.mean(hits), 4  # n = 15: [x_(4), x_(12)], exact coverage 1 - 2 P(Bin <= 3)
+    from scipy.stats import binom
+    exact = 1 - 2 * binom.cdf(k - 1, 15, 0.5)
+    assert exact >= 0.95
+    assert abs(coverage - exact) < 5 * np.sqrt(exact * (1 - exact) / 2000)
