@@ -8,8 +8,9 @@ from cold caches, the median of a few shuffled repeats), its compiled memory rea
 interleaved blocks (medians of per-step time; the per-step verdicts are medians of the ratios
 paired within each round). Each round runs the next of an implementation's compiled copies:
 identical programs compiled twice differ by several percent on CPU, more than the 2% target, so
-no single compilation decides a verdict; an INFO line prints that spread. Prints a markdown table, PASS/MISS lines for the targets, and writes
-JSON (default `benchmarks/results/run[-quick].json`).
+no single compilation decides a verdict; an INFO line prints that spread, and each verdict a
+95% interval. Prints a markdown table, PASS/MISS lines for the targets, and writes JSON (default
+`benchmarks/results/run[-quick].json`).
 
     python benchmarks/run.py [--quick] [--only W1,W4] [--json out.json]
 
@@ -282,7 +283,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--rounds", type=int, default=None)
     parser.add_argument("--block", type=int, default=None)
     parser.add_argument("--draws", type=int, default=None, help="gradient draws for variances (W4, W5)")
-    parser.add_argument("--compiles", type=int, default=None, help="cold compilations per implementation (compile median; timed copies)")
+    parser.add_argument("--compiles", type=int, default=None,
+                        help="cold compilations per implementation (the compile median; the timed copies)")
     args = parser.parse_args(argv)
     rounds = args.rounds or (15 if args.quick else 25)
     block = args.block or (10 if args.quick else 30)
