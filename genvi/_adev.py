@@ -26,6 +26,7 @@ from ._ir import Node, Program, build, read, scan_runner
 from ._primitive import SiteSpec
 from ._site import Estimator, Outcome, SiteCall, branch_counter
 from ._sitedist import SiteDist, placeholder
+from ._trace import sum_arrays
 
 
 def resolver(overrides: Mapping[str, Estimator], policy: Callable | None = None
@@ -200,8 +201,8 @@ def evaluate(fn: Callable, args: tuple, *, key: jax.Array, overrides: Mapping[st
     with branch_counter(max_branches) as branching:
         interpreter = Interpreter(program, analysis, key, args, states, branching)
         outcome = interpreter.run(0, dict(zip(program.invars, leaves)))
-    value = sum((jnp.sum(v) for v, _ in outcome.terms.values()), jnp.zeros((), out.dtype))
-    surrogate = sum((jnp.sum(s) for _, s in outcome.terms.values()), jnp.zeros((), out.dtype))
+    value = sum_arrays((v for v, _ in outcome.terms.values()), out.dtype)
+    surrogate = sum_arrays((s for _, s in outcome.terms.values()), out.dtype)
     return value.astype(out.dtype), surrogate.astype(out.dtype), {**states, **outcome.states}
 
 

@@ -21,7 +21,7 @@ from numpyro.distributions import constraints
 from ._choicemap import ChoiceMap, join
 from ._errors import AddressError, DomainError, GenviError, ShapeError
 from ._primitive import SiteSpec, sample_p, tag
-from ._trace import DistRecord
+from ._trace import DistRecord, sum_arrays
 
 _ACTIVE: list["Handler"] = []
 _NONCES: list[jax.Array] = []
@@ -55,6 +55,12 @@ def nonce(value: jax.Array) -> Iterator[None]:
         yield
     finally:
         _NONCES.pop()
+
+
+def _total(log_density: Any, scale: float = 1.0) -> jax.Array:
+    """A site's summed log density times its plate's `scale`, with no product by 1 bound."""
+    total = sum_arrays([log_density])
+    return total if isinstance(scale, (int, float)) and scale == 1 else total * scale
 
 
 class Handler:
@@ -104,7 +110,7 @@ class Handler:
         else:
             value = self.value(addr, dist, estimator)
             self.choices[addr] = value
-        self.logps[addr] = tag(jnp.sum(self.log_density(addr, dist, value)) * scale, join(self.where, addr))
+        self.logps[addr] = tag(_total(self.log_density(addr, dist, value), scale), join(self.where, addr))
         self.plates[addr] = ()
         self.scales[addr] = scale
         leaves, treedef = jax.tree.flatten(dist)
@@ -114,7 +120,7 @@ class Handler:
     def factor(self, addr: str, log_weight: jax.Array) -> None:
         """Add `log_weight` to the log density under `addr`, with no choice (like an observation)."""
         self._claim(addr)
-        self.logps[addr] = tag(jnp.sum(log_weight), join(self.where, addr))
+        self.logps[addr] = tag(_total(log_weight), join(self.where, addr))
         self.plates[addr] = ()
         self.scales[addr] = 1.0
         self.scored.add(addr)

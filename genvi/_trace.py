@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import functools
+import operator
+
+from collections.abc import Iterable
 from typing import Any
 
 import equinox as eqx
@@ -10,6 +14,13 @@ import jax.numpy as jnp
 
 from ._choicemap import ChoiceMap
 
+
+
+def sum_arrays(arrays: Iterable[Any], dtype: Any = None) -> jax.Array:
+    """The sum of every element of `arrays` (a scalar; 0 when there are none), binding no sum of a
+    scalar and no `0 +`: every bound operation is traced, differentiated and transposed again."""
+    totals = [jnp.sum(a) if jnp.ndim(a) else jnp.asarray(a) for a in arrays]
+    return functools.reduce(operator.add, totals) if totals else jnp.zeros((), dtype)
 
 class DistRecord(eqx.Module):
     """A site's distribution, flattened: `leaves` carry one leading axis per enclosing plate or
@@ -50,10 +61,7 @@ class Trace(eqx.Module):
     @property
     def log_density(self) -> jax.Array:
         """The joint log density of the trace: the sum over every site and plate element."""
-        leaves = jax.tree.leaves(self.site_log_densities)
-        if not leaves:
-            return jnp.zeros(())
-        return sum(jnp.sum(leaf) for leaf in leaves)
+        return sum_arrays(jax.tree.leaves(self.site_log_densities))
 
     def __getitem__(self, addr: str) -> Any:
         return self.choices[addr]

@@ -17,6 +17,7 @@ import jax.numpy as jnp
 from numpyro.distributions.kl import kl_divergence
 
 from genvi import Expectation, GenerativeFunction, Trace, expectation
+from genvi._trace import sum_arrays
 
 from ._common import stop
 from ._weights import check_particles, particles as run_particles
@@ -44,10 +45,9 @@ def _elbo_terms(p: Trace, q: Trace, q_density: Trace, analytic_kl: bool) -> jax.
         return p.log_density - q_density.log_density
     latents = set(q.choices.addresses())
     closed = {a: kl for a in latents if (kl := _kl(q, p, a)) is not None}
-    total = -sum(closed.values(), jnp.zeros(()))
-    total += sum((jnp.sum(v) for a, v in p.site_log_densities.flat().items() if a not in closed), jnp.zeros(()))
-    total -= sum((jnp.sum(v) for a, v in q_density.site_log_densities.flat().items() if a not in closed), jnp.zeros(()))
-    return total
+    log_p = sum_arrays(v for a, v in p.site_log_densities.flat().items() if a not in closed)
+    log_q = sum_arrays(v for a, v in q_density.site_log_densities.flat().items() if a not in closed)
+    return log_p - log_q - sum_arrays(closed.values()) if closed else log_p - log_q
 
 
 def elbo(model: GenerativeFunction, guide: GenerativeFunction, *, particles: int = 1,
