@@ -22,14 +22,13 @@ from typing import Any
 
 import equinox as eqx
 import jax
-import jax.numpy as jnp
 import numpyro.distributions as nd
 
 from . import _handlers as H
 from ._choicemap import ChoiceMap
 from ._errors import AddressError, GenviError
 from ._tfp import TFPDistribution, is_tfp_distribution
-from ._trace import Trace
+from ._trace import Trace, sum_arrays
 
 
 def sample(addr: str, dist: Any, obs: Any = None, *, estimator: Any = None) -> Any:
@@ -136,10 +135,7 @@ class GenerativeFunction(eqx.Module):
         if unused:
             raise AddressError(f"constraints name addresses the program never samples: {unused}")
         trace = _trace(handler, retval)
-        weight = sum(
-            (jnp.sum(leaf) for addr, leaf in trace.site_log_densities.flat().items() if addr in handler.scored),
-            jnp.zeros(()),
-        )
+        weight = sum_arrays(leaf for addr, leaf in trace.site_log_densities.flat().items() if addr in handler.scored)
         return trace, weight
 
     def sim(self, *args: Any) -> Trace:

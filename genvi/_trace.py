@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import operator
-
 from collections.abc import Iterable
 from typing import Any
 
@@ -15,12 +14,12 @@ import jax.numpy as jnp
 from ._choicemap import ChoiceMap
 
 
-
 def sum_arrays(arrays: Iterable[Any], dtype: Any = None) -> jax.Array:
     """The sum of every element of `arrays` (a scalar; 0 when there are none), binding no sum of a
     scalar and no `0 +`: every bound operation is traced, differentiated and transposed again."""
     totals = [jnp.sum(a) if jnp.ndim(a) else jnp.asarray(a) for a in arrays]
     return functools.reduce(operator.add, totals) if totals else jnp.zeros((), dtype)
+
 
 class DistRecord(eqx.Module):
     """A site's distribution, flattened: `leaves` carry one leading axis per enclosing plate or
