@@ -12,7 +12,7 @@ from numpyro.distributions import transforms as T
 
 import genvi
 from conftest import assert_unbiased, draws
-from genvi import gen, sample
+from genvi import _jax_compat, gen, sample
 from genvi._draw import rsample_and_log_prob
 from genvi.estimators import REINFORCE
 from genvi.models.flows import AffineCoupling, Flow
@@ -62,10 +62,8 @@ def _count(jaxpr, name: str) -> int:
     total = 0
     for eqn in jaxpr.eqns:
         total += eqn.primitive.name == name
-        for value in eqn.params.values():
-            inner = getattr(value, "jaxpr", None)
-            if inner is not None and hasattr(inner, "eqns"):
-                total += _count(inner, name)
+        for inner in _jax_compat.jaxprs_in_params(eqn.params):
+            total += _count(inner, name)
     return total
 
 

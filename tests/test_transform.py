@@ -144,10 +144,8 @@ def _trivial_ops(jaxpr) -> list[str]:
         if (eqn.primitive.name == "reduce_sum" and eqn.params["axes"] == ()) or \
                 (eqn.primitive.name == "mul" and 1.0 in literals) or (eqn.primitive.name == "add" and 0.0 in literals):
             found.append(str(eqn))
-        for value in eqn.params.values():
-            inner = getattr(value, "jaxpr", value)
-            if hasattr(inner, "eqns"):
-                found += _trivial_ops(inner)
+        for inner in _jax_compat.jaxprs_in_params(eqn.params):
+            found += _trivial_ops(inner)
     return found
 
 
