@@ -28,8 +28,26 @@ from jax.scipy.special import logsumexp
 from . import _handlers as H
 from ._choicemap import ChoiceMap
 from ._errors import AddressError, ConfigError
-from ._gen import GenerativeFunction
+from ._gen import GenerativeFunction, _top, _trace
 from ._marginal import _keyed, _record, _split
+
+
+class _Discover(H.Score):
+    """`collapse`'s discovery run: kept sites read from the choices, every other site set to the
+    first value of its finite support. Nothing is drawn or scored: the run only shows the sites and
+    their distributions, so it adds no random bits or densities to the traced program."""
+
+    def value(self, addr, dist, estimator):
+        if addr in self.given:
+            return super().value(addr, dist, estimator)
+        if not getattr(dist, "has_enumerate_support", False):
+            raise ConfigError(f"collapse: site {addr!r} has no finite support ({type(dist).__name__}); keep it "
+                              "(keep=[...]) and give it a guide site, or collapse only discrete choices")
+        first = dist.enumerate_support(expand=False).reshape(-1)[0]
+        return jnp.broadcast_to(first, tuple(dist.batch_shape) + tuple(dist.event_shape))
+
+    def log_density(self, addr, dist, value):
+        return 0.0
 
 
 def _support(address: str, trace, max_support: int) -> jax.Array:
@@ -39,9 +57,6 @@ def _support(address: str, trace, max_support: int) -> jax.Array:
                           "the per-element function and map it with genvi.vmap (enumeration stays O(N K))")
     record = trace.site_distributions[address]
     dist = jax.tree.unflatten(record.treedef, record.leaves)
-    if not getattr(dist, "has_enumerate_support", False):
-        raise ConfigError(f"collapse: site {address!r} has no finite support ({type(dist).__name__}); keep it "
-                          "(keep=[...]) and give it a guide site, or collapse only discrete choices")
     values = dist.enumerate_support(expand=False).reshape(-1)  # the support of one element
     n = int(np.prod(dist.batch_shape + dist.event_shape, dtype=int))
     if values.shape[0] ** n > max_support:
@@ -60,9 +75,10 @@ class Collapse(GenerativeFunction):
 
     def log_marginal(self, kept: ChoiceMap, args: tuple) -> jax.Array:
         """`log sum_v p(kept, v)` over the joint support of the other choices."""
-        # one ancestral run shows the other sites and their distributions (their support does not
-        # depend on the draw); it is dead code in the compiled program
-        trace = self.gf.simulate(jax.random.PRNGKey(0), *args)
+        # one run shows the other sites and their distributions (their support does not depend on
+        # the values taken); it is dead code in the compiled program
+        discover = _Discover(kept)
+        trace = _trace(discover, _top(self.gf, discover, args))
         _, others = _split(trace.choices, self.keep)
         addresses = sorted(others.flat())
         if not addresses:

@@ -120,3 +120,24 @@ def test_bad_input_names_the_site():
         genvi.collapse(many).log_density({})
     with pytest.raises(genvi.ConfigError, match="not one string"):
         genvi.collapse(point, keep="x")
+
+    @gen
+    def plated():
+        sample("cs", genvi.vmap(gen(lambda: sample("c", dist.Bernoulli(0.5))), axis_size=3, plate="p")())
+
+    with pytest.raises(genvi.ConfigError, match="'cs/c' sits inside a plate"):
+        genvi.collapse(plated).log_density({})
+
+
+def test_scoring_a_collapsed_function_draws_no_random_numbers():
+    """Finding the sites to sum out takes no draw (and no density): the scored program binds
+    no random-number primitive at all."""
+    jaxpr = jax.make_jaxpr(lambda mu, x: genvi.collapse(point).log_density({}, mu, x))(
+        jnp.zeros((3, 2)), jnp.ones(2))
+
+    def primitives(j):
+        return {n for e in j.eqns for n in [e.primitive.name, *(
+            m for inner in genvi._jax_compat.jaxprs_in_params(e.params) for m in primitives(inner))]}
+
+    names = primitives(jaxpr.jaxpr)
+    assert not {n for n in names if n.startswith(("random_", "threefry"))}, names
