@@ -355,13 +355,13 @@ def _sited_chain(seed: int = 0, n: int = 30, site_scale: float = 3.0):
 
 
 def test_vi_family_holds_every_prior_times_sites_posterior():
-    """Each guide step is the prior's step conditioned on a Gaussian pseudo-observation of the
-    new state: the smoother's exact posterior under random sites is recovered from its means and
-    step covariances alone (its transitions follow), and draws average to the stored means."""
+    """The guide's transitions are the prior's after a Gaussian pseudo-observation of the new
+    state: the smoother's exact posterior under random sites is in the family (its transitions
+    recovered by `_site_of`, its step Choleskys as they are), and draws average to its means."""
     prior, post = _sited_chain()
     gm = tg.GaussMarkov.from_prior(prior)
-    _, L = tg._vi._markov_params(post.mean, post.cov, post.cross, 1e-6)
-    path = tg._vi._path(gm, post.mean, tg._vi._site_of(gm, L @ L.swapaxes(-1, -2)))
+    T, L = tg._vi._markov_params(post.mean, post.cov, post.cross, 1e-6)
+    path = tg._vi._path(gm, post.mean, tg._vi._site_of(gm, T), tg._vi._untril(L))
     back = path.marginals()
     np.testing.assert_allclose(back.mean, post.mean, atol=1e-5)
     scale = float(jnp.max(post.cov))
@@ -374,21 +374,24 @@ def test_vi_family_holds_every_prior_times_sites_posterior():
 
 def test_vi_paths_never_grow_past_the_prior_whatever_the_parameters():
     """Free transitions drifted past |T| = 1.5 in long runs and sent paths (and the ELBO, to
-    1e20) off; the pseudo-observation form keeps every marginal covariance below the prior's
-    stationary one (Matérn-1/2: P_i ⪯ s² I) for any parameter values, huge or tiny."""
+    1e20) off. The pseudo-observation form contracts the prior's transitions for any parameter
+    values, huge or tiny: with the prior's own step noise no marginal covariance exceeds the
+    prior's stationary one (Matérn-1/2: P_i ⪯ s² I), and no transition the prior's norm."""
     prior, _ = _sited_chain()
     gm = tg.GaussMarkov.from_prior(prior)
     rng = np.random.default_rng(1)
     for spread in (1e-3, 1.0, 1e3):
         site = jnp.asarray(spread * rng.normal(size=(30, 2, 2)), jnp.float32)
-        cov = tg._vi._path(gm, jnp.zeros((30, 2)), site).marginals().cov
-        assert float(jnp.max(jnp.linalg.eigvalsh(cov))) <= 1.5 * (1 + 1e-4)
+        path = tg._vi._path(gm, jnp.zeros((30, 2)), site, tg._vi._untril(gm.scale_tril))
+        assert float(jnp.max(jnp.linalg.eigvalsh(path.marginals().cov))) <= 1.5 * (1 + 1e-4)
+        norms = jnp.linalg.norm(path.trans[1:], ord=2, axis=(-2, -1))
+        assert bool(jnp.all(norms <= jnp.linalg.norm(gm.trans[1:], ord=2, axis=(-2, -1)) * (1 + 1e-5)))
 
 
 def test_vi_guide_started_from_ep_predicts_as_ep(small_ep):
-    """`init_guide(posterior=)` keeps EP's path means exactly and its step covariances (so the
-    VI posterior predicts EP's means; variances close, not equal: Matérn-3/2's near-singular
-    step noise is jittered in the guide's prior)."""
+    """`init_guide(posterior=)` keeps EP's path means and step covariances exactly and projects
+    its transitions (so the VI posterior predicts EP's means; variances close, not equal:
+    Matérn-3/2's near-singular step noise is jittered in the guide's prior)."""
     syn, ep = small_ep
     post = ep.posterior
     priors = SMALL_SPEC.priors([jnp.asarray(g) for g in syn.train.grids])

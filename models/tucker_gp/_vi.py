@@ -3,9 +3,9 @@
 Model: each mode's state path `"f/u{k}" ~ GaussMarkov` (its Matérn state-space prior), the core
 `"f/W" ~ N(0, v I)` (Tucker only), `"tau" ~ Gamma(a₀, b₀)`, and the entries `"obs"` in a
 `"data"` plate, `y_n ~ N(f_n, τ⁻¹)`. Guide: a `GaussMarkov` per mode (coupling a mode's R
-functions) whose every step is the prior's conditioned on a free Gaussian pseudo-observation of
-the new state (the form of every prior × sites posterior; see `_path`), a diagonal Gaussian core
-and a log-normal τ. The guide stores each path's *marginal* means (the step offsets
+functions) with free step Choleskys and transitions that are the prior's after a free Gaussian
+pseudo-observation of the new state (the form of every prior × sites posterior, and never
+expanding; see `_transitions`), a diagonal Gaussian core and a log-normal τ. The guide stores each path's *marginal* means (the step offsets
 `b_i = m_i − T_i m_(i−1)` are derived), so a change to one state's mean does not shift every
 later state: with raw offsets Adam crawled at rank ≥ 5. `fit_vi` maximises
 `genvi.objectives.elbo` (closed-form KLs where registered) with `genvi.vi.fit` on minibatches
@@ -81,31 +81,49 @@ def model(spec: TuckerGP, priors: list[ModePrior]) -> genvi.GenerativeFunction:
     return tucker_model
 
 
-def _path(prior: GaussMarkov, mean: jax.Array, site: jax.Array) -> GaussMarkov:
-    """The path whose every step is the prior's step conditioned on a Gaussian pseudo-observation
-    of the new state, with marginal means `mean` (offsets `b_i = m_i − T_i m_(i−1)` derived).
+def _tril(raw: jax.Array) -> jax.Array:
+    diag = jax.nn.softplus(jnp.diagonal(raw, axis1=-2, axis2=-1))
+    eye = jnp.eye(raw.shape[-1], dtype=raw.dtype)
+    return jnp.tril(raw, -1) + diag[..., None] * eye
 
-    With the observation's precision `Λ = L_Q^−ᵀ M L_Q^−1` whitened by the prior's step Cholesky
-    `L_Q` and `M = G Gᵀ` (`site` is G, (n, D, D)): `T = L_Q W L_Q^−1 A` and `S = L_Q W L_Qᵀ`,
-    `W = (I + M)^−1`. Every prior × per-state Gaussian sites posterior (the mean-field optimum
-    among them) has this form, and T is a contraction of the prior's A, so a path cannot grow:
-    free transitions drifted past |T| = 1.5 and sent long runs to RMSE 55 (US-TEMP, 10,000 steps).
-    """
+
+def _untril(L: jax.Array) -> jax.Array:
+    d = jnp.diagonal(L, axis1=-2, axis2=-1)
+    raw_diag = d + jnp.log(-jnp.expm1(-d))  # inverse softplus
+    eye = jnp.eye(L.shape[-1], dtype=L.dtype)
+    return jnp.tril(L, -1) + raw_diag[..., None] * eye
+
+
+def _transitions(prior: GaussMarkov, site: jax.Array) -> jax.Array:
+    """`T = (I + QΛ)⁻¹ A`: the prior's transition after a Gaussian pseudo-observation of the new
+    state, with `Λ = L_Q^−ᵀ G Gᵀ L_Q^−1` whitened by the prior's step Cholesky (`site` is G,
+    (n, D, D)), i.e. `T = L_Q (I + G Gᵀ)⁻¹ L_Q^−1 A`. Every "prior × Gaussian sites" posterior
+    (the mean-field optimum among them) has transitions of this form, and they contract the
+    prior's: free transitions drifted past |T| = 1.5 and sent long runs to RMSE 55 (US-TEMP
+    R = 7, 10,000 steps), a path's deviations growing geometrically along the chain."""
     A, LQ = prior.trans, prior.scale_tril
     eye = jnp.eye(A.shape[-1], dtype=A.dtype)
     W = jax.scipy.linalg.cho_solve((jnp.linalg.cholesky(eye + site @ site.swapaxes(-1, -2)), True),
                                    jnp.broadcast_to(eye, A.shape))
-    W = 0.5 * (W + W.swapaxes(-1, -2))
-    T = LQ @ W @ jax.scipy.linalg.solve_triangular(LQ, A, lower=True)
+    return LQ @ W @ jax.scipy.linalg.solve_triangular(LQ, A, lower=True)
+
+
+def _site_of(prior: GaussMarkov, trans: jax.Array) -> jax.Array:
+    """The `site` whose transitions are closest to `trans` (exact for a prior × sites posterior):
+    `W = L_Q^−1 T A^−1 L_Q`, symmetrised, its eigenvalues clipped to (0, 1]."""
+    A, LQ = prior.trans, prior.scale_tril
+    W = jax.scipy.linalg.solve_triangular(LQ, trans @ jnp.linalg.inv(A) @ LQ, lower=True)
+    lam, V = jnp.linalg.eigh(0.5 * (W + W.swapaxes(-1, -2)))
+    lam = jnp.clip(lam, 1e-6, 1.0)
+    return V * jnp.sqrt(1.0 / lam - 1.0)[..., None, :]
+
+
+def _path(prior: GaussMarkov, mean: jax.Array, site: jax.Array, raw_tril: jax.Array) -> GaussMarkov:
+    """The Gauss-Markov path with transitions from `site` (`_transitions`), marginal means `mean`
+    (offsets `b_i = m_i − T_i m_(i−1)` derived) and free step Choleskys."""
+    T = _transitions(prior, site)
     prev = jnp.concatenate([jnp.zeros_like(mean[:1]), mean[:-1]])
-    return GaussMarkov(T, mean - jnp.einsum("nij,nj->ni", T, prev), LQ @ jnp.linalg.cholesky(W))
-
-
-def _site_of(prior: GaussMarkov, step_cov: jax.Array) -> jax.Array:
-    """The `site` whose step covariance is `step_cov` (clipped to the prior's step, S ⪯ Q)."""
-    K = jax.scipy.linalg.solve_triangular(prior.scale_tril, jnp.linalg.cholesky(step_cov), lower=True)
-    lam, V = jnp.linalg.eigh(K @ K.swapaxes(-1, -2))  # L_Q^−1 S L_Q^−ᵀ = W
-    return V * jnp.sqrt(jnp.maximum(1.0 / jnp.maximum(lam, 1e-12) - 1.0, 0.0))[..., None, :]
+    return GaussMarkov(T, mean - jnp.einsum("nij,nj->ni", T, prev), _tril(raw_tril))
 
 
 def guide_factors(spec: TuckerGP, priors: list[ModePrior]) -> genvi.GenerativeFunction:
@@ -115,7 +133,7 @@ def guide_factors(spec: TuckerGP, priors: list[ModePrior]) -> genvi.GenerativeFu
     @gen
     def tucker_guide_factors(params):
         for k, prior in enumerate(paths):
-            sample(f"u{k}", _path(prior, params["mean"][k], params["site"][k]))
+            sample(f"u{k}", _path(prior, params["mean"][k], params["site"][k], params["tril"][k]))
         if not spec.cp:
             sample("W", dist.Normal(params["core_loc"], jax.nn.softplus(params["core_raw"])).to_event(spec.num_modes))
 
@@ -158,27 +176,28 @@ def data_scale(spec: TuckerGP, y) -> tuple[float, float]:
 
 def init_guide(spec: TuckerGP, priors: list[ModePrior], key: jax.Array | int = 0, *, init_scale: float = 1.0,
                scale: float = 0.1, posterior: TuckerPosterior | None = None, tau: float = 1.0) -> dict[str, Any]:
-    """Guide parameters: random means `U(0, init_scale)` (as EP's start) and pseudo-observations
-    of each state with `scale` × the prior's marginal standard deviation, τ near `tau`; or the
-    paths' step covariances of `posterior` (its marginal means exactly)."""
+    """Guide parameters: random means `U(0, init_scale)` (as EP's start), transitions 0.99 × the
+    prior's, `scale` × the prior's step Choleskys and τ near `tau`; or the Markov form of
+    `posterior`'s paths (means and step covariances exactly, transitions projected)."""
     key = jax.random.PRNGKey(key) if isinstance(key, int) else key
     keys = jax.random.split(key, spec.num_modes + 1)
     dtype = priors[0].A.dtype
-    params: dict[str, Any] = {"mean": [], "site": []}
+    params: dict[str, Any] = {"mean": [], "site": [], "tril": []}
     for k, p in enumerate(priors):
         prior = GaussMarkov.from_prior(p)
         if posterior is not None:
             path = posterior.paths[k]
             m = path.mean
-            _, L = _markov_params(path.mean, path.cov, path.cross, 1e-6)
-            site = _site_of(prior, L @ L.swapaxes(-1, -2))
+            T, L = _markov_params(path.mean, path.cov, path.cross, 1e-6)
+            site = _site_of(prior, T)
         else:
-            n = p.A.shape[0]
+            n, D = p.A.shape[0], p.A.shape[-1]
             m = init_scale * jax.random.uniform(keys[k], (n, spec.ranks[k]), dtype) @ p.H
-            precision_sd = 1.0 / (scale * jnp.sqrt(jnp.diagonal(p.Pinf)))  # Λ = diag(precision_sd²)
-            site = prior.scale_tril.swapaxes(-1, -2) * precision_sd  # G Gᵀ = L_Qᵀ Λ L_Q
+            site = jnp.broadcast_to(0.1 * jnp.eye(D, dtype=dtype), p.A.shape)  # (I + G Gᵀ)⁻¹ = 0.99 I
+            L = scale * prior.scale_tril
         params["mean"].append(m)
         params["site"].append(site)
+        params["tril"].append(_untril(L))
     if not spec.cp:
         if posterior is not None:
             params["core_loc"] = posterior.core_mean
@@ -194,7 +213,7 @@ def init_guide(spec: TuckerGP, priors: list[ModePrior], key: jax.Array | int = 0
 
 def vi_posterior(spec: TuckerGP, priors: list[ModePrior], params: dict[str, Any]) -> TuckerPosterior:
     """The `TuckerPosterior` of trained guide parameters (paths' marginals, core, E[1/τ])."""
-    paths = tuple(_path(GaussMarkov.from_prior(p), params["mean"][k], params["site"][k]).marginals()
+    paths = tuple(_path(GaussMarkov.from_prior(p), params["mean"][k], params["site"][k], params["tril"][k]).marginals()
                   for k, p in enumerate(priors))
     core_mean = core_cov = None
     if not spec.cp:
