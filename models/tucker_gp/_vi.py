@@ -5,9 +5,10 @@ Model: each mode's state path `"f/u{k}" ~ GaussMarkov` (its Matérn state-space 
 `"data"` plate, `y_n ~ N(f_n, τ⁻¹)`. Guide: a `GaussMarkov` per mode (coupling a mode's R
 functions) with free step Choleskys and transitions that are the prior's after a free Gaussian
 pseudo-observation of the new state (the form of every prior × sites posterior, and never
-expanding; see `_transitions`), a diagonal Gaussian core and a log-normal τ. The guide stores each path's *marginal* means (the step offsets
-`b_i = m_i − T_i m_(i−1)` are derived), so a change to one state's mean does not shift every
-later state: with raw offsets Adam crawled at rank ≥ 5. `fit_vi` maximises
+expanding; see `_transitions`), a diagonal Gaussian core and a log-normal τ. The guide stores
+each path's *marginal* means (the step offsets `b_i = m_i − T_i m_(i−1)` are derived), so a
+change to one state's mean does not shift every later state: with raw offsets Adam crawled at
+rank ≥ 5. `fit_vi` maximises
 `genvi.objectives.elbo` (closed-form KLs where registered) with `genvi.vi.fit` on minibatches
 of entries, scaled by N/B. `factors(spec, priors)` is the prior on (paths, core) alone, a
 generative function other genvi models can `sample` under any address and combine with their
@@ -98,9 +99,10 @@ def _transitions(prior: GaussMarkov, site: jax.Array) -> jax.Array:
     """`T = (I + QΛ)⁻¹ A`: the prior's transition after a Gaussian pseudo-observation of the new
     state, with `Λ = L_Q^−ᵀ G Gᵀ L_Q^−1` whitened by the prior's step Cholesky (`site` is G,
     (n, D, D)), i.e. `T = L_Q (I + G Gᵀ)⁻¹ L_Q^−1 A`. Every "prior × Gaussian sites" posterior
-    (the mean-field optimum among them) has transitions of this form, and they contract the
-    prior's: free transitions drifted past |T| = 1.5 and sent long runs to RMSE 55 (US-TEMP
-    R = 7, 10,000 steps), a path's deviations growing geometrically along the chain."""
+    (the mean-field optimum among them) has transitions of this form, and they never expand the
+    prior's (`T A⁻¹` is similar to `(I + G Gᵀ)⁻¹`, eigenvalues in (0, 1]): free transitions drifted
+    past |T| = 1.5 and sent long runs to RMSE 55 (US-TEMP R = 7, 10,000 steps), a path's
+    deviations growing geometrically along the chain."""
     A, LQ = prior.trans, prior.scale_tril
     eye = jnp.eye(A.shape[-1], dtype=A.dtype)
     W = jax.scipy.linalg.cho_solve((jnp.linalg.cholesky(eye + site @ site.swapaxes(-1, -2)), True),
