@@ -1,10 +1,14 @@
-"""Shared test set-up: fixed keys, warnings as errors, and the Monte Carlo assertion."""
+"""Shared test set-up: fixed keys, warnings as errors, the Monte Carlo assertion and a jaxpr walk."""
 
 from __future__ import annotations
+
+from collections.abc import Iterator
 
 import jax
 import numpy as np
 import pytest
+
+from genvi import _jax_compat
 
 # STYLE.md asks for strict dtype and rank promotion in tests; neither can be switched on globally
 # because NumPyro's own distributions rely on both implicit promotions (bool with int arrays in
@@ -52,3 +56,11 @@ def assert_same_mean(a, b, sigmas: float = 5.0) -> None:
 def draws(fn, key: jax.Array, n: int):
     """`n` independent evaluations of `fn(key)`, vmapped and jitted."""
     return jax.jit(jax.vmap(fn))(jax.random.split(key, n))
+
+
+def all_eqns(jaxpr) -> Iterator:
+    """Every equation of `jaxpr` and, depth first, of the sub-jaxprs its equations hold."""
+    for eqn in jaxpr.eqns:
+        yield eqn
+        for inner in _jax_compat.jaxprs_in_params(eqn.params):
+            yield from all_eqns(inner)

@@ -7,6 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import numpyro.distributions as dist
 import pytest
+from conftest import all_eqns
 from jax.scipy.special import logsumexp
 
 import genvi
@@ -134,10 +135,5 @@ def test_scoring_a_collapsed_function_draws_no_random_numbers():
     no random-number primitive at all."""
     jaxpr = jax.make_jaxpr(lambda mu, x: genvi.collapse(point).log_density({}, mu, x))(
         jnp.zeros((3, 2)), jnp.ones(2))
-
-    def primitives(j):
-        return {n for e in j.eqns for n in [e.primitive.name, *(
-            m for inner in genvi._jax_compat.jaxprs_in_params(e.params) for m in primitives(inner))]}
-
-    names = primitives(jaxpr.jaxpr)
+    names = {eqn.primitive.name for eqn in all_eqns(jaxpr.jaxpr)}
     assert not {n for n in names if n.startswith(("random_", "threefry"))}, names

@@ -11,8 +11,8 @@ import pytest
 from numpyro.distributions import transforms as T
 
 import genvi
-from conftest import assert_unbiased, draws
-from genvi import _jax_compat, gen, sample
+from conftest import all_eqns, assert_unbiased, draws
+from genvi import gen, sample
 from genvi._draw import rsample_and_log_prob
 from genvi.estimators import REINFORCE
 from genvi.models.flows import AffineCoupling, Flow
@@ -59,12 +59,7 @@ def test_draw_and_density_match_rsample_then_log_prob(name):
 
 
 def _count(jaxpr, name: str) -> int:
-    total = 0
-    for eqn in jaxpr.eqns:
-        total += eqn.primitive.name == name
-        for inner in _jax_compat.jaxprs_in_params(eqn.params):
-            total += _count(inner, name)
-    return total
+    return sum(eqn.primitive.name == name for eqn in all_eqns(jaxpr))
 
 
 def test_program_scores_a_reparameterised_draw_from_its_noise():

@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import numpyro.distributions as dist
 import pytest
-from conftest import assert_unbiased, draws
+from conftest import all_eqns, assert_unbiased, draws
 from exact import BERN_PARAMS, NORMAL_PARAMS, bern_guide, bern_model, normal_guide, normal_model
 
 import genvi
@@ -141,15 +141,13 @@ def _trivial_ops(jaxpr) -> list[str]:
     jaxprs too). An equation on literals alone is left out: XLA folds it, and it is JAX's own (JAX 0.6
     transposes `-0.5 * y` against grad's literal seed as `mul -0.5 1.0`)."""
     found = []
-    for eqn in jaxpr.eqns:
+    for eqn in all_eqns(jaxpr):
         literals = [getattr(v, "val", None) for v in eqn.invars if isinstance(v, jax.extend.core.Literal)]
         on_traced = len(literals) < len(eqn.invars)
         if on_traced and ((eqn.primitive.name == "reduce_sum" and eqn.params["axes"] == ()) or
                           (eqn.primitive.name == "mul" and 1.0 in literals) or
                           (eqn.primitive.name == "add" and 0.0 in literals)):
             found.append(str(eqn))
-        for inner in _jax_compat.jaxprs_in_params(eqn.params):
-            found += _trivial_ops(inner)
     return found
 
 
